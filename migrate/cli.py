@@ -1,0 +1,103 @@
+"""The `migrate` command line: a thin click group.
+
+Each command lives in `migrate/commands/<name>.py` and is loaded only when used, so
+`migrate --help` stays fast and never imports torch. Errors from the library are
+rendered here, in one place: one line and an exit code, a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+from rich.console import Console
+
+from migrate import __version__
+from migrate.errors import MigrateError
+
+# name -> "module:attribute"; the order is the order of `migrate --help`.
+COMMANDS: dict[str, str] = {
+    "recipes": "migrate.commands.recipes:recipes",
+    "stages": "migrate.commands.stages:stages",
+    "fetch": "migrate.commands.fetch:fetch",
+    "apply": "migrate.commands.apply:apply",
+    "revert": "migrate.commands.revert:revert",
+    "status": "migrate.commands.status:status",
+    "diff": "migrate.commands.diff:diff",
+    "refresh": "migrate.commands.refresh:refresh",
+    "log": "migrate.commands.log:log",
+    "scan": "migrate.commands.scan:scan",
+    "shim": "migrate.commands.shim:shim",
+    "smoke": "migrate.commands.smoke:smoke",
+    "compare": "migrate.commands.compare:compare",
+    "run": "migrate.commands.run:run",
+    "checkpoint": "migrate.commands.checkpoint:checkpoint",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self._load(name) is not None]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._load(cmd_name)
+
+    @staticmethod
+    def _load(name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # not written yet: hide it rather than fail
+                return None
+            raise
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, envvar="MIGRATE_DEBUG", help="Show tracebacks on errors.")
+@click.version_option(__version__, prog_name="migrate")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Reproduce, audit and measure a CUDA model's port to Gaudi through GPU Migration.
+
+    \b
+    Typical session:
+      migrate fetch --source /path/to/mirror   # pinned upstream into upstream/<recipe>
+      migrate apply --check                    # will every stage apply cleanly?
+      migrate apply minimal                    # stages up to 'minimal', one commit each
+      migrate smoke                            # txt2img at the current stage
+      migrate run --source /path/to/mirror     # all of it, then a comparison report
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def main() -> None:
+    """Entry point: run the CLI and turn library errors into one line and an exit code."""
+    debug = "--debug" in sys.argv[1:] or os.environ.get("MIGRATE_DEBUG") not in (None, "", "0")
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        Console(stderr=True).print("[red]aborted[/red]")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except MigrateError as exc:
+        if debug:
+            raise
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[red]interrupted[/red]")
+        sys.exit(130)
