@@ -13,6 +13,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from migrate import __version__
 from migrate.errors import MigrateError
@@ -96,7 +97,10 @@ def main() -> None:
     except MigrateError as exc:
         if debug:
             raise
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {exc}")
+        # soft_wrap: the message stays one line when piped; escape: messages quote code.
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}"
+        )
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         Console(stderr=True).print("[red]interrupted[/red]")

@@ -1,0 +1,70 @@
+"""`migrate apply`: apply the recipe's stages, one commit each, or check that they would."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from migrate import stack
+from migrate.commands.options import recipe_option, workspace_option
+from migrate.errors import ConflictError
+from migrate.recipe import load_recipe
+from migrate.workspace import path_for
+
+
+def _offsets(offsets: list[stack.Offset]) -> str:
+    return ", ".join(f"{o.file} hunk #{o.hunk} at {o.line} ({o.offset:+d})" for o in offsets)
+
+
+@click.command()
+@click.argument("stage", required=False)
+@click.option("--check", is_flag=True, help="Apply nothing; report whether each stage applies.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Discard uncommitted edits, after saving them under .git/migrate/saved/.",
+)
+@recipe_option
+@workspace_option
+def apply(stage: str | None, check: bool, force: bool, recipe: str, workspace: str | None) -> None:
+    """Apply the stages after the last applied one, up to STAGE (default: all).
+
+    Each stage becomes one commit tagged stage/<name>, so `git diff stage/a stage/b`
+    works in the clone. A stage applies whole or not at all; a hunk found at an offset is
+    applied and reported, never fuzzed. Uncommitted edits make apply refuse (naming the
+    files) unless --force. Exit status 1 when a stage does not apply.
+
+    \b
+    Examples:
+      migrate apply --check        # will every stage apply? with offsets
+      migrate apply minimal        # stages up to and including 'minimal'
+      migrate apply                # all stages
+    """
+    loaded = load_recipe(recipe)
+    ws = path_for(loaded, workspace)
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def notify(message: str) -> None:
+        err.print(f"[yellow]note:[/yellow] {escape(message)}")
+
+    if check:
+        results = stack.check(loaded, ws, stage, notify=notify)
+        table = Table("stage", "result", "offsets", box=None)
+        for result in results:
+            colour = {"ok": "green", "applied": "blue", "conflict": "red"}.get(result.status, "")
+            shown = f"[{colour}]{result.status}[/{colour}]" if colour else result.status
+            table.add_row(result.name, shown, escape(_offsets(result.offsets)))
+        out.print(table)
+        failed = [r for r in results if r.status == "conflict"]
+        if failed:
+            raise ConflictError(failed[0].error or failed[0].name)
+        return
+    applied = stack.apply(loaded, ws, stage, force=force, notify=notify)
+    for result in applied:
+        moved = f"; offsets: {_offsets(result.offsets)}" if result.offsets else ""
+        out.print(f"applied {result.name} -> {result.commit[:12]}{escape(moved)}")
+    if not applied:
+        out.print("nothing to apply")

@@ -1,0 +1,107 @@
+"""A thin wrapper over the git command line.
+
+We drive the `git` CLI rather than a library so that what migrate does in a workspace is
+exactly what a user could type. Commands that work inside a workspace run with the
+user's global/system git config switched off and a fixed identity, so results (diffs,
+stage commits) are the same on every machine and the user's config is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from migrate.errors import MigrateError
+
+# Stage commits are made by the tool, not the user: a fixed identity needs no git config.
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "migrate",
+    "GIT_AUTHOR_EMAIL": "migrate@localhost",
+    "GIT_COMMITTER_NAME": "migrate",
+    "GIT_COMMITTER_EMAIL": "migrate@localhost",
+}
+
+# Inside a workspace: no user/system config (autocrlf, diff.noprefix, hooksPath, gpgsign...),
+# no pager, no prompts, and file names are names, never glob patterns.
+ISOLATED = {
+    "GIT_LITERAL_PATHSPECS": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_PAGER": "cat",
+    "LC_ALL": "C",
+}
+
+
+class GitError(MigrateError):
+    """A git command that failed unexpectedly; carries git's stderr."""
+
+    def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
+        last = [line for line in stderr.strip().splitlines() if line.strip()]
+        detail = last[-1] if last else f"exit status {returncode}"
+        super().__init__(f"git {' '.join(args)}: {detail}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def env(extra: Mapping[str, str] | None = None, isolated: bool = True) -> dict[str, str]:
+    """The environment for a git child process."""
+    result = dict(os.environ)
+    if isolated:
+        result.update(ISOLATED)
+    result.update(extra or {})
+    return result
+
+
+def run(
+    repo: Path | None,
+    *args: str,
+    check: bool = True,
+    extra_env: Mapping[str, str] | None = None,
+    isolated: bool = True,
+    input: str | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `git [-C repo] args`; raise GitError on a non-zero exit when `check`."""
+    argv = ["git"] + (["-C", str(repo)] if repo is not None else []) + list(args)
+    try:
+        result = subprocess.run(
+            argv,
+            env=env(extra_env, isolated),
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="surrogateescape",  # file contents need not be UTF-8
+            input=input,
+            timeout=timeout,
+        )
+    except FileNotFoundError as exc:
+        raise MigrateError("git is not installed (or not on PATH): migrate needs it") from exc
+    if check and result.returncode != 0:
+        raise GitError(args, result.returncode, result.stderr)
+    return result
+
+
+def out(repo: Path, *args: str, extra_env: Mapping[str, str] | None = None) -> str:
+    """stdout of a git command that must succeed, stripped."""
+    return run(repo, *args, extra_env=extra_env).stdout.strip()
+
+
+def rev(repo: Path, ref: str) -> str | None:
+    """The commit `ref` names, or None when it names none."""
+    result = run(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
+
+
+def is_repo(path: Path) -> bool:
+    """True when `path` is the top of a git work tree (not merely inside one)."""
+    return (path / ".git").exists()
+
+
+def git_dir(repo: Path) -> Path:
+    """The repository's .git directory (absolute)."""
+    return Path(out(repo, "rev-parse", "--absolute-git-dir"))

@@ -1,0 +1,181 @@
+"""Stage patch files: parsing, statistics and the safety checks made before applying.
+
+A patch file is untrusted input. Before anything is written to a workspace it must parse,
+must not be binary, and every path in it must stay inside the repository (not absolute,
+no `..`, not through a symlink, not into `.git/`). Text before the first diff is the
+patch's header (DEP-3 fields such as `Description:`/`Author:`); git ignores it and
+`migrate refresh` keeps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from unidiff import PatchSet, UnidiffParseError
+
+from migrate.errors import PatchError
+
+DIFF_START = re.compile(r"^(diff --git |--- )")
+# Paths named on git's extended header lines (renames/copies), beside ---/+++.
+EXTENDED_PATH = re.compile(r"^(rename from|rename to|copy from|copy to) (.+)$")
+DEP3_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):\s?(.*)$")
+
+
+@dataclass(frozen=True)
+class PatchStats:
+    """What a patch changes, as `diffstat` would count it."""
+
+    files: int
+    hunks: int
+    added: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class Hunk:
+    """One hunk, as needed to explain a failure: where it expected what."""
+
+    file: str
+    number: int  # 1-based within its file, as git numbers them
+    source_start: int
+    expected: list[str]  # the context and removed lines the hunk looks for
+
+
+@dataclass(frozen=True)
+class ParsedPatch:
+    path: Path
+    header: str
+    files: list[str]  # repository-relative paths it touches (both sides of renames)
+    created: list[str]  # paths it creates (new files, rename/copy targets)
+    hunks: list[Hunk]
+    stats: PatchStats
+
+
+def sha256(path: Path) -> str:
+    """Hex digest of the patch file's bytes: identifies exactly which patch a stage used."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def split_header(text: str) -> tuple[str, str]:
+    """(header, diff body): the header is everything before the first diff line."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if DIFF_START.match(line):
+            return "".join(lines[:i]), "".join(lines[i:])
+    return text, ""
+
+
+def dep3(header: str) -> dict[str, str]:
+    """DEP-3 fields from a patch header (continuation lines start with a space)."""
+    fields: dict[str, str] = {}
+    key = None
+    for line in header.splitlines():
+        if line.startswith((" ", "\t")) and key:
+            fields[key] += "\n" + line.strip()
+            continue
+        match = DEP3_FIELD.match(line)
+        key = match.group(1) if match else None
+        if match:
+            fields[match.group(1)] = match.group(2).strip()
+    return fields
+
+
+def parse(path: Path) -> ParsedPatch:
+    """Parse and validate the text of a patch (paths, binary); no workspace needed."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise PatchError(f"{path}: patch file does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise PatchError(f"{path}: not a UTF-8 text patch (binary?)") from exc
+    header, body = split_header(text)
+    if "GIT binary patch" in body or re.search(r"^Binary files .* differ$", body, re.M):
+        raise PatchError(f"{path}: binary patches are refused (a stage must be a text diff)")
+    try:
+        patchset = PatchSet(body)
+    except UnidiffParseError as exc:
+        raise PatchError(f"{path}: malformed patch: {exc}") from exc
+    files: list[str] = []
+    created: list[str] = []
+    hunks: list[Hunk] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        match = EXTENDED_PATH.match(line)
+        if match:
+            files.append(_safe_path(path, lineno, match.group(2), strip=0))
+            if match.group(1).endswith(" to"):
+                created.append(files[-1])
+        elif line.startswith("diff --git "):
+            for side in _git_diff_paths(line[len("diff --git ") :]):
+                files.append(_safe_path(path, lineno, side, strip=1))
+    for patched in patchset:
+        if patched.is_binary_file:
+            raise PatchError(f"{path}: {patched.path}: binary patches are refused")
+        if patched.is_symlink:
+            raise PatchError(f"{path}: {patched.path}: patches that create symlinks are refused")
+        for side in (patched.source_file, patched.target_file):
+            if side and side != "/dev/null":
+                files.append(_safe_path(path, None, side, strip=1))
+        if patched.is_added_file:
+            created.append(_safe_path(path, None, patched.target_file, strip=1))
+        for number, hunk in enumerate(patched, 1):
+            expected = [line.value.rstrip("\n") for line in hunk if not line.is_added]
+            hunks.append(Hunk(patched.path, number, hunk.source_start, expected))
+    stats = PatchStats(
+        files=len(patchset),
+        hunks=len(hunks),
+        added=sum(f.added for f in patchset),
+        removed=sum(f.removed for f in patchset),
+    )
+    return ParsedPatch(path, header, sorted(set(files)), sorted(set(created)), hunks, stats)
+
+
+def stats(path: Path) -> PatchStats:
+    """Files, hunks and lines added/removed by the patch at `path`."""
+    return parse(path).stats
+
+
+def check_workspace(patch: ParsedPatch, workspace: Path) -> None:
+    """Refuse a patch whose paths would reach outside `workspace` through a symlink."""
+    root = workspace.resolve()
+    for rel in patch.files:
+        current = workspace
+        for part in PurePosixPath(rel).parts:
+            current = current / part
+            if current.is_symlink():
+                link = current.relative_to(workspace)
+                raise PatchError(f"{patch.path}: {rel}: goes through the symlink {link}; refused")
+        if not (workspace / rel).resolve().is_relative_to(root):
+            raise PatchError(f"{patch.path}: {rel}: resolves outside the workspace; refused")
+
+
+def _git_diff_paths(rest: str) -> list[str]:
+    """The two paths of a `diff --git a/X b/Y` line (unquoted names only)."""
+    if rest.startswith('"'):
+        return [p for p in re.findall(r'"((?:[^"\\]|\\.)*)"', rest)]
+    match = re.match(r"^(\S+) (\S+)$", rest.strip())
+    if match:
+        return [match.group(1), match.group(2)]
+    half = rest.strip().split(" b/", 1)
+    return [half[0], "b/" + half[1]] if len(half) == 2 else [rest.strip()]
+
+
+def _safe_path(patch: Path, lineno: int | None, raw: str, strip: int) -> str:
+    """The repository-relative path git would use (`-p1`), refusing unsafe ones."""
+    where = f"{patch}:{lineno}" if lineno else str(patch)
+    name = raw.split("\t", 1)[0].strip()
+    if name.startswith('"') and name.endswith('"'):
+        name = name[1:-1]
+    if name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name):
+        raise PatchError(f"{where}: absolute path '{name}' refused")
+    parts = PurePosixPath(name.replace("\\", "/")).parts[strip:]
+    if not parts:
+        raise PatchError(f"{where}: empty path in '{raw}'")
+    if ".." in parts:
+        raise PatchError(f"{where}: path '{name}' escapes the repository ('..'); refused")
+    if any(part.lower() == ".git" for part in parts):
+        raise PatchError(f"{where}: path '{name}' touches .git/; refused")
+    return str(PurePosixPath(*parts))
