@@ -1,0 +1,159 @@
+"""Log reports: the JSON schema, the aggregation, and the table/Markdown/HTML renderers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from test_logparse import REC1, REC2, REC3, write
+
+from migrate import logreport
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample(tmp_path: Path) -> Path:
+    """Two runs' worth of records in one folder, with garbage and a site hit twice."""
+    write(tmp_path, REC1 + REC3 + "garbage\n" + REC1.replace("10:00:00", "10:00:09"),
+          "logs/gpu_migration_1.log")
+    write(tmp_path, REC2 + REC1.replace("train.py:12", "/ws/train.py:13"),
+          "logs/gpu_migration_2.log")
+    return tmp_path / "logs"
+
+
+def test_json_schema(tmp_path: Path) -> None:
+    data = logreport.build(sample(tmp_path), root="/ws").to_json()
+    required = {"schema", "inputs", "root", "logs", "records", "by_tag", "by_api", "by_file",
+                "by_origin", "call_sites", "mismatches", "free_text", "malformed",
+                "malformed_total"}
+    assert required <= set(data)
+    assert data["schema"] == 1 and data["root"] == "/ws"
+    assert isinstance(data["records"], int)
+    for key in ("by_tag", "by_api", "by_file", "by_origin"):
+        assert all(isinstance(k, str) and isinstance(v, int) for k, v in data[key].items())
+    site_keys = {"path", "line", "origin", "count", "apis", "tags", "context"}
+    assert all(set(s) == site_keys for s in data["call_sites"])
+    mis_keys = {"path", "line", "api", "args", "replacement", "context", "tag", "count"}
+    assert all(set(m) == mis_keys for m in data["mismatches"])
+    assert all(set(f) == {"api", "replacement", "tag", "count", "sites"}
+               for f in data["free_text"])
+    assert all(set(m) == {"path", "line", "reason"} for m in data["malformed"])
+    json.dumps(data)  # serialisable as is
+
+
+def test_aggregation(tmp_path: Path) -> None:
+    logs = sample(tmp_path)
+    data = logreport.build(logs, root="/ws").to_json()
+    assert data["records"] == 5
+    assert data["logs"] == {str(logs / "gpu_migration_1.log"): 3,
+                            str(logs / "gpu_migration_2.log"): 2}
+    assert data["by_tag"] == {"hpu_match": 4, "hpu_mismatch": 1}
+    assert list(data["by_tag"]) == ["hpu_match", "hpu_mismatch"]  # by count, then name
+    assert data["by_api"] == {"torch.Tensor.cuda": 3, "torch.cuda.nvtx.range_push": 1,
+                              "torch.distributed.init_process_group": 1}
+    assert data["by_file"]["train.py"] == 2
+    assert data["by_origin"] == {"project": 4, "torch": 1}
+    sites = {(s["path"], s["line"]): s for s in data["call_sites"]}
+    assert sites[("train.py", 12)]["count"] == 2
+    assert sites[("train.py", 12)]["context"] == "        x = x.cuda()"
+    assert sites[("/ws/train.py", 13)]["origin"] == "project"
+    assert [(m["path"], m["line"], m["api"], m["replacement"]) for m in data["mismatches"]] == [
+        ("scripts/txt2img.py", 231, "torch.cuda.nvtx.range_push", "Dummy")]
+    assert data["mismatches"][0]["args"] == "msg=<object at 0x7f00>, n=tensor(2049), "
+    assert data["free_text"] == [{
+        "api": "torch.distributed.init_process_group", "replacement": "change backend to hccl",
+        "tag": "hpu_match", "count": 1,
+        "sites": ["/usr/lib/python3.10/site-packages/torch/distributed/c10d.py:700"]}]
+    assert data["malformed"] == [{"path": str(logs / "gpu_migration_1.log"), "line": 9,
+                                  "reason": "not a log record line: 'garbage'"}]
+    assert data["malformed_total"] == 1
+
+
+def test_json_is_deterministic(tmp_path: Path) -> None:
+    logs = sample(tmp_path)
+    assert logreport.build(logs).to_json() == logreport.build(logs).to_json()
+
+
+def test_malformed_list_is_capped_but_counted(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(logreport, "MALFORMED_KEPT", 3)
+    log = write(tmp_path, REC1 + "junk\n" * 10)
+    data = logreport.build(log).to_json()
+    assert len(data["malformed"]) == 3 and data["malformed_total"] == 10
+
+
+def test_log_with_no_records_is_still_listed(tmp_path: Path) -> None:
+    log = write(tmp_path, "")
+    data = logreport.build(log).to_json()
+    assert data["logs"] == {str(log): 0} and data["records"] == 0
+
+
+def test_markdown(tmp_path: Path) -> None:
+    md = logreport.render_markdown(logreport.build(sample(tmp_path)))
+    assert md.startswith("## GPU Migration log report")
+    assert "### Mismatches" in md and "### Behaviour changes" in md
+    assert "| `train.py:12` | project | 2 | `torch.Tensor.cuda` |" in md
+    assert "### Malformed lines (1)" in md
+    for line in md.splitlines():  # every table row has as many cells as its header
+        if line.startswith("|"):
+            assert not line.endswith("\\|")
+
+
+def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
+    page = logreport.render_html(logreport.build(sample(tmp_path)))
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "<style>" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<script" not in page and "<link" not in page
+    assert "&lt;object at 0x7f00&gt;" in page  # a repr in the arguments is escaped
+    assert "change backend to hccl" in page
+
+
+def test_table_renders(tmp_path: Path) -> None:
+    rendered = logreport.render_table(logreport.build(sample(tmp_path)))
+    console = Console(record=True, width=200, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(rendered)
+    text = console.export_text()
+    assert "torch.Tensor.cuda" in text and "Mismatches" in text
+    assert "not a log record line" in text
+
+
+def migrate(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "migrate", *args], cwd=ROOT, input=stdin,
+                          capture_output=True)
+
+
+def test_cli_report_json_out_writes_only_there(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "report.json"
+    out.parent.mkdir()
+    result = migrate("log", "report", str(sample(tmp_path)), "--format", "json", "--out",
+                     str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""
+    assert json.loads(out.read_text())["records"] == 5
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report.json"]
+
+
+def test_cli_report_from_stdin_and_formats(tmp_path: Path) -> None:
+    result = migrate("log", "report", "-", "--format", "md", stdin=(REC1 + REC2).encode())
+    assert result.returncode == 0, result.stderr
+    assert b"**2** records" in result.stdout
+    table = migrate("log", "report", str(sample(tmp_path)))
+    assert table.returncode == 0 and b"torch.Tensor.cuda" in table.stdout
+
+
+def test_cli_missing_input_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = migrate("log", "report", str(tmp_path / "nope.log"))
+    assert result.returncode == 2
+    message = " ".join(result.stderr.decode().split())  # the CLI's console may wrap it
+    assert message == f"error: log input not found: {tmp_path / 'nope.log'}"
+
+
+def test_cli_folder_without_logs_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = migrate("log", "report", str(tmp_path / "empty"))
+    assert result.returncode == 2
+    assert "no log files" in result.stderr.decode() and b"Traceback" not in result.stderr

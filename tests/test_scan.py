@@ -1,0 +1,183 @@
+"""The static CUDA scan on a small tree written here, and its coverage against a log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from test_logparse import write
+
+from migrate import logreport
+from migrate.scan import coverage, render_markdown, render_table, scan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MAIN = '''\
+import torch
+import torch as th
+from torch import cuda, autocast
+from torch.cuda import amp
+import pynvml
+from apex import amp as apex_amp
+
+model = Net().cuda()                                    # line 8
+x = torch.ones(3, device="cuda:0")
+dev = torch.device("cuda") if th.cuda.is_available() else torch.device("cpu")
+y = x.to("cuda")
+with autocast("cuda"):
+    pass
+with torch.autocast(device_type="cuda", dtype=torch.float16):
+    pass
+with amp.autocast():
+    pass
+t = torch.cuda.FloatTensor([1.0])
+is_half = isinstance(x, torch.cuda.HalfTensor)
+torch.distributed.init_process_group(backend="nccl")
+loader = DataLoader(ds, batch_size=2, pin_memory=True)
+z = x.pin_memory()
+g = torch.cuda.CUDAGraph()
+s = th.cuda.Stream()
+cuda.synchronize()
+pynvml.nvmlInit()
+model, opt = apex_amp.initialize(model, opt)
+text = "torch.cuda.is_available() in a string is not a call"
+# torch.cuda.synchronize() in a comment is not a call
+w = x.type("torch.cuda.FloatTensor")
+with scope("cuda"):
+    pass
+'''
+
+LIB = '''\
+import torch
+
+
+class Embedder:
+    def __init__(self, n, device="cuda"):
+        self.device = device
+
+    def forward(self, x):
+        return x.to(
+            self.device,
+        ).cuda()
+
+
+def cpu_only(x):
+    return x + 1
+'''
+
+
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "main.py").write_text(MAIN)
+    (root / "pkg" / "lib.py").write_text(LIB)
+    (root / "pkg" / "broken.py").write_text("def f(:\n    torch.cuda.synchronize()\n")
+    (root / ".venv" / "lib").mkdir(parents=True)
+    (root / ".venv" / "lib" / "skipped.py").write_text("import torch\ntorch.cuda.init()\n")
+    return root
+
+
+def test_scan_finds_each_kind(tmp_path: Path) -> None:
+    result = scan(tree(tmp_path))
+    assert result.files == ["main.py", "pkg/broken.py", "pkg/lib.py"]
+    found = {(f.path, f.line, f.api, f.kind) for f in result.findings}
+    expected = {
+        ("main.py", 5, "import pynvml", "pynvml"),
+        ("main.py", 6, "from apex import amp", "apex"),
+        ("main.py", 8, ".cuda()", "tensor_cuda"),
+        ("main.py", 9, "torch.ones(device='cuda')", "device"),
+        ("main.py", 10, "torch.device('cuda')", "device"),
+        ("main.py", 10, "torch.cuda.is_available", "cuda_api"),  # through the `th` alias
+        ("main.py", 11, ".to('cuda')", "device"),
+        ("main.py", 12, "torch.autocast('cuda')", "autocast"),  # `from torch import autocast`
+        ("main.py", 14, "torch.autocast(device_type='cuda')", "autocast"),
+        ("main.py", 16, "torch.cuda.amp.autocast", "autocast"),
+        ("main.py", 18, "torch.cuda.FloatTensor", "tensor_type"),
+        ("main.py", 19, "torch.cuda.HalfTensor", "tensor_type"),
+        ("main.py", 20, "torch.distributed.init_process_group('nccl')", "nccl"),
+        ("main.py", 21, "DataLoader(pin_memory=True)", "pin_memory"),
+        ("main.py", 22, ".pin_memory()", "pin_memory"),
+        ("main.py", 23, "torch.cuda.CUDAGraph", "graph_stream"),
+        ("main.py", 24, "torch.cuda.Stream", "graph_stream"),
+        ("main.py", 25, "torch.cuda.synchronize", "cuda_api"),  # `from torch import cuda`
+        ("main.py", 26, "pynvml.nvmlInit", "pynvml"),
+        ("main.py", 27, "apex.amp.initialize", "apex"),
+        ("main.py", 30, "torch.cuda.FloatTensor", "tensor_type"),  # named in a string
+        ("main.py", 31, "scope('cuda')", "device"),
+        ("pkg/lib.py", 5, "__init__(device='cuda') default", "device"),
+        ("pkg/lib.py", 9, ".cuda()", "tensor_cuda"),
+    }
+    assert found == expected  # and nothing from strings, comments or the skipped .venv
+    assert [(e.path, e.line) for e in result.errors] == [("pkg/broken.py", 1)]
+    assert result.by_file()["main.py"] == 22
+    assert result.by_kind()["device"] == 5
+
+
+def test_scan_json_and_renderers(tmp_path: Path) -> None:
+    result = scan(tree(tmp_path))
+    data = result.to_json()
+    assert {"schema", "root", "files_scanned", "findings", "by_file", "by_api", "by_kind",
+            "errors", "coverage"} <= set(data)
+    assert data["coverage"] is None and data["files_scanned"] == 3
+    json.dumps(data)
+    md = render_markdown(result)
+    assert "| `main.py:8` | tensor_cuda | `.cuda()` |" in md
+    assert render_table(result) is not None
+
+
+def log_for(root: Path) -> str:
+    """Records: one relative, one absolute, one from another machine (suffix), one multi-line
+    call hit on its second line, one unexplained line in the tree, one inside torch."""
+    def rec(path: str, line: int, api: str) -> str:
+        return (f"[2024-01-02 10:00:00] {path}:{line}\n"
+                f"    [hpu_match]: {api}() --> {api}(hpu)\n\n")
+
+    return (
+        rec("main.py", 8, "torch.nn.Module.cuda")
+        + rec("main.py", 8, "torch.nn.Module.cuda")
+        + rec(f"{root}/main.py", 10, "torch.cuda.is_available")
+        + rec("/home/someone/proj/pkg/lib.py", 10, "torch.Tensor.cuda")
+        + rec("main.py", 4, "torch.cuda.amp.something")
+        + rec("/venv/lib/python3.11/site-packages/torch/nn/modules/module.py", 900,
+              "torch.Tensor.to")
+    )
+
+
+def test_coverage(tmp_path: Path) -> None:
+    root = tree(tmp_path)
+    log = write(tmp_path, log_for(root), "run/gpu_migration_1.log")
+    result = scan(root)
+    cov = coverage(result, logreport.build(log, root=root))
+    exercised = {(f.path, f.line, f.api): n for f, n in cov.exercised}
+    assert exercised == {
+        ("main.py", 8, ".cuda()"): 2,
+        ("main.py", 10, "torch.cuda.is_available"): 1,
+        ("main.py", 10, "torch.device('cuda')"): 1,  # same statement line: both explained
+        ("pkg/lib.py", 9, ".cuda()"): 1,  # the call spans lines 9-11; the log says 10
+    }
+    assert len(cov.never_ran) == len(result.findings) - 4
+    unexplained = {(s.path, s.line, in_tree) for s, in_tree in cov.unexplained}
+    assert unexplained == {
+        ("main.py", 4, True),
+        ("/venv/lib/python3.11/site-packages/torch/nn/modules/module.py", 900, False),
+    }
+    summary = cov.to_json()["summary"]
+    assert summary == {"static_sites": len(result.findings), "exercised": 4,
+                       "never_ran": len(result.findings) - 4, "unexplained_sites": 2}
+
+
+def test_cli_scan_with_log(tmp_path: Path) -> None:
+    root = tree(tmp_path)
+    log = write(tmp_path, log_for(root), "run/gpu_migration_1.log")
+    out = tmp_path / "scan.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "migrate", "scan", str(root), "--log", str(log),
+         "--format", "json", "--out", str(out)], cwd=ROOT, capture_output=True)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["coverage"]["summary"]["exercised"] == 4
+    table = subprocess.run([sys.executable, "-m", "migrate", "scan", str(root), "--log",
+                            str(log)], cwd=ROOT, capture_output=True)
+    assert table.returncode == 0 and b"Never ran" in table.stdout
