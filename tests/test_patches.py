@@ -1,0 +1,268 @@
+"""The stable-diffusion patch stack, without the upstream (runs in CI).
+
+The Gaudi logic of the stack lives in a file the patches create (`ldm/hpu.py`), so it can be
+written out from the patch text alone (`git apply --include`) and imported here. The Gaudi side is
+a TEST DOUBLE: tests/fake_habana records the calls the patched code makes; nothing here ran on
+a Gaudi. The call sites in upstream files are exercised in tests/test_patches_upstream.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from unidiff import PatchSet
+
+from migrate.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+PATCHES = ROOT / "patches" / "stable-diffusion"
+FAKE_HABANA = Path(__file__).resolve().parent / "fake_habana"
+STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
+# What each stage may touch: one concern per diff (added files marked +).
+TOUCHES = {
+    "compat": {"ldm/models/diffusion/ddpm.py"},
+    "minimal": {"+ldm/hpu.py", "scripts/txt2img.py"},
+    "hpu_graph": {"ldm/hpu.py", "ldm/models/diffusion/ddim.py", "scripts/txt2img.py"},
+    "randn_to_cpu": {
+        "ldm/models/diffusion/ddim.py",
+        "ldm/models/diffusion/plms.py",
+        "scripts/txt2img.py",
+    },
+}
+
+
+def patch_path(stage: str) -> Path:
+    return PATCHES / f"{stage}.patch"
+
+
+# --- the patch files ---------------------------------------------------------------------------
+
+
+def test_recipe_names_the_four_patches_in_order_with_dep3_metadata() -> None:
+    recipe = load_recipe("stable-diffusion")
+    assert [stage.name for stage in recipe.stages] == STAGES
+    for stage in recipe.stages:
+        assert stage.patch == patch_path(stage.name) and stage.patch.is_file()
+        assert stage.description
+        for key in ("Description", "Author", "Origin", "Last-Update"):
+            assert stage.meta.get(key, "").strip(), f"{stage.name}: DEP-3 {key} missing"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_patch_is_a_git_style_unified_diff_with_three_lines_of_context(stage: str) -> None:
+    text = patch_path(stage).read_text()
+    patch = PatchSet(text)
+    assert len(patch) > 0
+    assert text.count("diff --git a/") == len(patch)
+    for file in patch:
+        assert file.source_file.startswith("a/") or file.is_added_file
+        assert file.target_file.startswith("b/")
+        for hunk in file:
+            lines = list(hunk)
+            lead = next(i for i, line in enumerate(lines) if not line.is_context)
+            trail = next(i for i, line in enumerate(reversed(lines)) if not line.is_context)
+            at_start = hunk.source_start <= 1
+            assert lead == 3 or (at_start and lead < 3), f"{file.path}: {lead} leading context"
+            assert trail <= 3, f"{file.path}: {trail} trailing context"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_touches_only_its_own_files(stage: str) -> None:
+    files = PatchSet(patch_path(stage).read_text())
+    touched = {("+" if f.is_added_file else "") + f.path for f in files}
+    assert touched == TOUCHES[stage]
+
+
+def test_compat_has_nothing_device_specific() -> None:
+    added = [
+        line.value
+        for file in PatchSet(patch_path("compat").read_text())
+        for hunk in file
+        for line in hunk
+        if line.is_added
+    ]
+    assert added and not any(word in "".join(added) for word in ("cuda", "hpu", "habana", "device"))
+
+
+def test_randn_to_cpu_changes_the_three_initial_noise_draws_and_nothing_else() -> None:
+    """DDIM, PLMS and --fixed_code (the samplers are also run in test_patches_upstream.py)."""
+    hunks = [h for f in PatchSet(patch_path("randn_to_cpu").read_text()) for h in f]
+    added = [line.value for h in hunks for line in h if line.is_added]
+    removed = [line.value for h in hunks for line in h if line.is_removed]
+    assert len(added) == len(removed) == 3
+    for old, new in zip(removed, added, strict=True):
+        assert "torch.randn(" in old and "device=device)" in old
+        assert new.split("torch.randn(")[0] == old.split("torch.randn(")[0]  # same target
+        assert 'device="cpu").to(device)' in new
+    assert any("start_code" in line for line in added)
+
+
+# --- ldm/hpu.py, written out from the patches --------------------------------------------------
+
+
+def materialize(stage: str, dest: Path) -> Path:
+    """Write ldm/hpu.py as it is after `stage`, from the patch files alone; return its path."""
+    subprocess.run(["git", "init", "-q", str(dest)], check=True)
+    for name in STAGES[: STAGES.index(stage) + 1]:
+        subprocess.run(
+            ["git", "apply", "--include=ldm/hpu.py", str(patch_path(name))],
+            cwd=dest,
+            check=True,
+            capture_output=True,
+        )
+    return dest / "ldm" / "hpu.py"
+
+
+@pytest.fixture
+def load_hpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., ModuleType]]:
+    """Import ldm/hpu.py of a stage with the fake habana_frameworks, or with none at all."""
+
+    counter = itertools.count()
+
+    def clear() -> None:
+        for name in list(sys.modules):
+            if name.split(".")[0] == "habana_frameworks":
+                del sys.modules[name]
+
+    def load(stage: str, habana: str | None = "fake") -> ModuleType:
+        clear()
+        if habana == "fake":
+            monkeypatch.syspath_prepend(str(FAKE_HABANA))
+        elif habana is None:  # absent, even on a machine that has the real one
+            monkeypatch.setitem(sys.modules, "habana_frameworks", None)
+        else:
+            monkeypatch.syspath_prepend(habana)
+        path = materialize(stage, tmp_path / f"tree-{next(counter)}-{stage}")
+        spec = importlib.util.spec_from_file_location(f"ldm_hpu_{stage}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    clear()
+
+
+def fake_calls(call: str | None = None) -> list[dict]:
+    import habana_frameworks  # the fake, put on sys.path by load_hpu
+
+    assert "fake_habana" in (habana_frameworks.__file__ or ""), "not the test double"
+    return [c for c in habana_frameworks.calls if call is None or c["call"] == call]
+
+
+def test_minimal_without_habana_frameworks_is_a_no_op(load_hpu: Callable[..., ModuleType]) -> None:
+    hpu = load_hpu("minimal", habana=None)
+    assert hpu.htcore is None and hpu.gpu_migration is None
+    hpu.mark_step()  # nothing to do, and no error
+
+
+def test_minimal_turns_gpu_migration_on_before_torch_and_marks_steps(
+    load_hpu: Callable[..., ModuleType],
+) -> None:
+    hpu = load_hpu("minimal")
+    assert [c["call"] for c in fake_calls()] == ["gpu_migration.import", "core.import"]
+    text = Path(hpu.__file__).read_text()
+    assert "import torch" not in text  # at minimal, nothing imports torch before GPU Migration
+    for batch in range(3):
+        hpu.mark_step()
+        assert len(fake_calls("mark_step")) == batch + 1
+
+
+def test_migration_import_is_harmless_where_the_variable_turns_it_on(
+    load_hpu: Callable[..., ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PT_HPU_GPU_MIGRATION", "1")
+    load_hpu("minimal")
+    assert fake_calls("gpu_migration.import")[0]["env"] == "1"
+
+
+def test_a_broken_habana_install_is_not_silenced(
+    load_hpu: Callable[..., ModuleType], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    (broken / "habana_frameworks" / "torch").mkdir(parents=True)
+    (broken / "habana_frameworks" / "__init__.py").write_text("")
+    (broken / "habana_frameworks" / "torch" / "__init__.py").write_text("")
+    (broken / "habana_frameworks" / "torch" / "gpu_migration.py").write_text(
+        "import a_dependency_that_is_missing\n"
+    )
+    with pytest.raises(ModuleNotFoundError, match="a_dependency_that_is_missing"):
+        load_hpu("minimal", habana=str(broken))
+
+
+def _denoiser(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Stands for model.apply_model: any deterministic function of the three inputs."""
+    return x * 0.5 + t.view(-1, 1, 1, 1).float() * 1e-3 + c.mean(dim=(1, 2)).view(-1, 1, 1, 1)
+
+
+def _ddim_inputs(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 4, 8, 8, generator=g)
+    t = torch.full((batch,), 981 - seed, dtype=torch.long)
+    return x, t, torch.randn(batch, 77, 64, generator=g)
+
+
+def test_hpu_graph_captures_once_per_shape_then_replays_plain_and_cfg(
+    load_hpu: Callable[..., ModuleType],
+) -> None:
+    hpu = load_hpu("hpu_graph")
+    assert hpu.graphs_available()
+    call = hpu.graphed(_denoiser)
+    assert isinstance(call, hpu.GraphedCall)
+    steps, batches, size = 4, 2, 2
+    first: dict[int, torch.Tensor] = {}
+    for _batch in range(batches):
+        for step in range(steps):
+            for batch_size in (size, 2 * size):  # plain call, then CFG's doubled batch
+                x, t, c = _ddim_inputs(batch_size, step)
+                out = call(x, t, c)
+                first.setdefault(batch_size, out)
+                graph, static_inputs, static_output = call.graphs[
+                    tuple((tuple(a.shape), a.dtype, "cpu") for a in (x, t, c))
+                ]
+                assert all(torch.equal(s, a) for s, a in zip(static_inputs, (x, t, c), strict=True))
+                assert out is not static_output  # a copy: replay overwrites the buffer
+    begins = fake_calls("graph.capture_begin")
+    assert len(begins) == 2 == len(call.graphs) == len(fake_calls("graph.capture_end"))
+    replays = fake_calls("graph.replay")
+    assert len(replays) == steps * batches * 2
+    assert {r["graph"] for r in replays} == {b["graph"] for b in begins}
+    # The capture ran the real function on the first call's inputs (the fake never recomputes).
+    for batch_size, out in first.items():
+        assert torch.equal(out, _denoiser(*_ddim_inputs(batch_size, 0)))
+
+
+def test_hpu_graph_leaves_non_tensor_calls_alone(load_hpu: Callable[..., ModuleType]) -> None:
+    hpu = load_hpu("hpu_graph")
+    call = hpu.graphed(lambda x, t, c: x + c["c_crossattn"][0].mean())
+    x, t, c = _ddim_inputs(2, 0)
+    out = call(x, t, {"c_crossattn": [c]})
+    assert torch.equal(out, x + c.mean()) and not fake_calls("graph.capture_begin")
+
+
+def test_hpu_graph_changes_nothing_without_graphs(
+    load_hpu: Callable[..., ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    absent = load_hpu("hpu_graph", habana=None)
+    assert not absent.graphs_available() and absent.graphed(_denoiser) is _denoiser
+    monkeypatch.setenv("PT_HPU_LAZY_MODE", "0")  # eager mode: HPU graphs are a lazy-mode feature
+    eager = load_hpu("hpu_graph")
+    assert not eager.graphs_available() and eager.graphed(_denoiser) is _denoiser
+
+
+def test_later_stages_keep_ldm_hpu_as_hpu_graph_left_it(
+    load_hpu: Callable[..., ModuleType],
+) -> None:
+    a = Path(load_hpu("hpu_graph").__file__).read_text()
+    b = Path(load_hpu("randn_to_cpu").__file__).read_text()
+    assert a == b
