@@ -1,0 +1,319 @@
+"""Stand-ins for the `torch.cuda` functions a program calls (target cpu), or loggers (target cuda).
+
+Tags, target cpu:
+- cpu_match: the CPU equivalent is called (manual_seed -> torch.manual_seed, synchronize -> no-op
+  since CPU ops are synchronous);
+- cpu_modified: a stand-in that changes the answer so that CUDA code runs (is_available -> True,
+  device_count -> 1, torch.cuda.FloatTensor -> torch.FloatTensor, Event timed on the host clock);
+- cpu_mismatch: no CPU meaning; a harmless dummy (current_device -> 0, memory statistics -> 0,
+  nvtx ranges -> no-op, Stream -> an object whose methods do nothing).
+Calls from inside torch itself get the real function: torch guards its own CUDA use
+(torch.manual_seed calls torch.cuda.manual_seed_all, which is lazy on a CPU machine), so its
+internals behave exactly as in a CPU run and never take CUDA paths the emulator does not cover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from migrate.shim.logwriter import format_args
+
+if TYPE_CHECKING:
+    from migrate.shim.redirect import Emulator
+
+
+class _DelegatingMeta(type):
+    """isinstance/issubclass against a stand-in class answer for the class it stands in for."""
+
+    _stands_for: type
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, cls._stands_for)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return issubclass(sub, cls._stands_for)
+
+
+def stand_in_class(original: type, make: Callable[..., Any]) -> type:
+    """A class to put in place of `original`: calling it calls `make`; isinstance still works.
+
+    Not a subclass (torch.cuda.FloatTensor cannot be one), so annotations and isinstance work,
+    subclassing it does not.
+    """
+
+    class StandIn(metaclass=_DelegatingMeta):
+        _stands_for = original
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            return make(*args, **kwargs)
+
+    StandIn.__module__ = original.__module__
+    StandIn.__qualname__ = StandIn.__name__ = original.__name__
+    StandIn.__doc__ = original.__doc__
+    return StandIn
+
+
+TYPED = (
+    "FloatTensor", "DoubleTensor", "HalfTensor", "BFloat16Tensor", "ByteTensor", "CharTensor",
+    "ShortTensor", "IntTensor", "LongTensor", "BoolTensor",
+)  # fmt: skip
+
+
+class Event:
+    """A CUDA event on the host clock: CPU ops are synchronous, so elapsed_time is wall time."""
+
+    def __init__(
+        self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False
+    ):
+        self._time: float | None = None
+
+    def record(self, stream: Any = None) -> None:
+        self._time = time.perf_counter()
+
+    def elapsed_time(self, end_event: Event) -> float:
+        if self._time is None or end_event._time is None:
+            raise RuntimeError("Both events must be recorded before calculating elapsed time.")
+        return (end_event._time - self._time) * 1000.0
+
+    def query(self) -> bool:
+        return True
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait(self, stream: Any = None) -> None:
+        pass
+
+
+class Stream:
+    """A CUDA stream with nothing to order: every CPU op has finished when it returns."""
+
+    def __init__(self, device: Any = None, priority: int = 0, **kwargs: Any):
+        self.device = torch.device("cpu")
+        self.priority = priority
+
+    def synchronize(self) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def wait_event(self, event: Any) -> None:
+        pass
+
+    def wait_stream(self, stream: Any) -> None:
+        pass
+
+    def record_event(self, event: Event | None = None) -> Event:
+        event = event or Event()
+        event.record()
+        return event
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class NoOpContext:
+    """`with torch.cuda.device(1):` and friends: nothing to switch on a CPU."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        pass
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _host_memory() -> tuple[int, int]:
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
+    except (ValueError, OSError, AttributeError):
+        return 0, 0
+
+
+def _properties(device: Any = None) -> SimpleNamespace:
+    free, total = _host_memory()
+    return SimpleNamespace(
+        name="cpu", major=0, minor=0, total_memory=total, multi_processor_count=os.cpu_count() or 1
+    )
+
+
+def _manual_seed(seed: int) -> None:
+    # Not torch.manual_seed: it calls torch.cuda.manual_seed_all, which is us.
+    torch.default_generator.manual_seed(int(seed))
+
+
+def _seed() -> None:
+    torch.default_generator.seed()
+
+
+# name -> (kind: match|modified|mismatch, stand-in, replacement text or f(call) -> text)
+Stub = tuple[str, Callable[..., Any], str | Callable[[str], str]]
+STUBS: dict[str, Stub] = {
+    "is_available": ("modified", lambda: True, "True (the CPU stands in for the GPU)"),
+    "device_count": ("modified", lambda: 1, "1 (the CPU stands in for one GPU)"),
+    "current_device": ("mismatch", lambda: 0, "Dummy (0)"),
+    "set_device": ("mismatch", lambda device: None, "Dummy"),
+    "synchronize": ("match", lambda device=None: None, "no-op (CPU ops are synchronous)"),
+    "manual_seed": ("match", _manual_seed, lambda c: f"torch.manual_seed({c})"),
+    "manual_seed_all": ("match", _manual_seed, lambda c: f"torch.manual_seed({c})"),
+    "seed": ("match", _seed, "torch.seed()"),
+    "seed_all": ("match", _seed, "torch.seed()"),
+    "initial_seed": (
+        "match",
+        lambda: torch.default_generator.initial_seed(),
+        "torch.initial_seed()",
+    ),
+    "get_rng_state": (
+        "match",
+        lambda device="cuda": torch.get_rng_state(),
+        "torch.get_rng_state()",
+    ),
+    "set_rng_state": (
+        "match",
+        lambda new_state, device="cuda": torch.set_rng_state(new_state),
+        "torch.set_rng_state(new_state)",
+    ),
+    "get_rng_state_all": ("match", lambda: [torch.get_rng_state()], "[torch.get_rng_state()]"),
+    "set_rng_state_all": (
+        "match",
+        lambda new_states: torch.set_rng_state(new_states[0]),
+        "torch.set_rng_state(new_states[0])",
+    ),
+    "get_device_name": ("mismatch", lambda device=None: "cpu", "Dummy ('cpu')"),
+    "get_device_capability": ("mismatch", lambda device=None: (0, 0), "Dummy ((0, 0))"),
+    "get_device_properties": ("mismatch", _properties, "Dummy (name='cpu', host memory)"),
+    "mem_get_info": ("mismatch", lambda device=None: _host_memory(), "Dummy (host memory)"),
+    "memory_stats": ("mismatch", lambda device=None: {}, "Dummy ({})"),
+    "memory_summary": ("mismatch", lambda device=None, abbreviated=False: "", "Dummy ('')"),
+    "empty_cache": ("mismatch", lambda: None, "Dummy"),
+    "ipc_collect": ("mismatch", lambda: None, "Dummy"),
+    "current_stream": (
+        "mismatch",
+        lambda device=None: Stream(),
+        "Dummy (a Stream that does nothing)",
+    ),
+    "default_stream": (
+        "mismatch",
+        lambda device=None: Stream(),
+        "Dummy (a Stream that does nothing)",
+    ),
+    "Stream": ("mismatch", Stream, "Dummy (a Stream that does nothing)"),
+    "stream": ("mismatch", lambda stream=None: contextlib.nullcontext(), "Dummy (no-op context)"),
+    "device": ("mismatch", NoOpContext, "Dummy (no-op context)"),
+    "device_of": ("mismatch", NoOpContext, "Dummy (no-op context)"),
+    "Event": ("modified", Event, "an Event timed on the host clock"),
+}
+for _name in ("memory_allocated", "max_memory_allocated", "memory_reserved",
+              "max_memory_reserved", "memory_cached", "max_memory_cached"):  # fmt: skip
+    STUBS[_name] = ("mismatch", lambda device=None: 0, "Dummy (0)")
+for _name in ("reset_peak_memory_stats", "reset_max_memory_allocated",
+              "reset_max_memory_cached", "reset_accumulated_memory_stats"):  # fmt: skip
+    STUBS[_name] = ("mismatch", lambda device=None: None, "Dummy")
+NVTX: dict[str, Stub] = {
+    "range": ("mismatch", lambda msg, *a, **k: contextlib.nullcontext(), "Dummy (no-op context)"),
+    "range_push": ("mismatch", lambda msg: 0, "Dummy"),
+    "range_pop": ("mismatch", lambda: 0, "Dummy"),
+    "mark": ("mismatch", lambda msg: None, "Dummy"),
+}
+
+
+def _stub(emu: Emulator, api: str, stub: Stub, original: Callable[..., Any], torch_dir: str):
+    kind, stand_in, text = stub
+    tag = getattr(emu, kind)
+
+    def cpu_stub(*args: Any, **kwargs: Any) -> Any:
+        if sys._getframe(1).f_code.co_filename.startswith(torch_dir):
+            return original(*args, **kwargs)  # torch's own guarded use, as in a CPU run
+        emu.log.record(tag, api, (args, kwargs), text)
+        return stand_in(*args, **kwargs)
+
+    return cpu_stub
+
+
+def _logged(emu: Emulator, api: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    def cuda_call(*args: Any, **kwargs: Any) -> Any:
+        emu.log.record(emu.match, api, (args, kwargs), f"{api}({{}})".format)
+        return original(*args, **kwargs)
+
+    return cuda_call
+
+
+def _stub_class(emu: Emulator, api: str, stub: Stub) -> type:
+    """Event/Stream stand-ins stay classes (annotations like `torch.cuda.Stream | None`)."""
+    kind, stand_in, text = stub
+    tag = getattr(emu, kind)
+
+    class Logged(stand_in):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any):
+            emu.log.record(tag, api, format_args(args, kwargs), text)
+            super().__init__(*args, **kwargs)
+
+    Logged.__name__ = Logged.__qualname__ = stand_in.__name__
+    Logged.__module__ = "torch.cuda"
+    return Logged
+
+
+def _typed(emu: Emulator, name: str, original: Any) -> type:
+    """torch.cuda.<Type>Tensor: builds torch.<Type>Tensor (cpu) or logs (cuda); isinstance kept."""
+    api = f"torch.cuda.{name}"
+    cpu_type = getattr(torch, name)
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        call = format_args(args, kwargs)
+        if emu.cpu:
+            emu.log.record(emu.modified, api, call, f"torch.{name}({call})")
+            return cpu_type(*args, **kwargs)
+        emu.log.record(emu.match, api, call, f"{api}({call})")
+        return original(*args, **kwargs)
+
+    typed = stand_in_class(original, make)
+    typed._migrate_cuda_name = api  # type: ignore[attr-defined]
+    return typed
+
+
+def install(emu: Emulator) -> None:
+    """Replace (cpu) or wrap (cuda) the torch.cuda functions and classes listed above."""
+    cuda = torch.cuda
+    torch_dir = emu.log.torch_dir
+    nvtx = getattr(cuda, "nvtx", None)
+    tables: list[tuple[Any, str, dict[str, Stub]]] = [(cuda, "torch.cuda", STUBS)]
+    if nvtx is not None:
+        tables.append((nvtx, "torch.cuda.nvtx", NVTX))
+    for owner, prefix, table in tables:
+        for name, stub in table.items():
+            original = getattr(owner, name, None)
+            if original is None:
+                continue
+            api = f"{prefix}.{name}"
+            if emu.cpu and isinstance(stub[1], type):
+                setattr(owner, name, _stub_class(emu, api, stub))
+                continue
+            if not emu.cpu and isinstance(original, type):
+                setattr(owner, name, stand_in_class(original, _logged(emu, api, original)))
+                continue
+            wrapper = (
+                _stub(emu, api, stub, original, torch_dir)
+                if emu.cpu
+                else _logged(emu, api, original)
+            )
+            setattr(owner, name, functools.update_wrapper(wrapper, original))
+    for name in TYPED:
+        original = getattr(cuda, name, None)
+        if original is not None:
+            setattr(cuda, name, _typed(emu, name, original))

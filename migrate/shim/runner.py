@@ -1,0 +1,98 @@
+"""Run a program under the emulator: its environment, its process, and what its logs hold.
+
+The child gets `migrate/shim/boot/` first on PYTHONPATH and MIGRATE_SHIM_* variables; everything it
+starts (subprocesses, data-loader workers, spawn/forkserver children) inherits them, so each Python
+process writes its own `gpu_migration_<pid>.log` into the same folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from migrate.errors import BadInput
+from migrate.shim.logwriter import LOG_NAME, default_log_dir
+
+BOOT_DIR = Path(__file__).resolve().parent / "boot"
+TARGETS = ("cpu", "cuda", "auto")
+LEVELS = (1, 2, 3)
+ENV_KEYS = ("MIGRATE_SHIM_TARGET", "MIGRATE_SHIM_LOG_DIR", "MIGRATE_SHIM_LOG_LEVEL")
+
+
+def shim_env(
+    target: str | None,
+    log_dir: Path,
+    level: int = 1,
+    boot_modules: Sequence[str] = (),
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment for a child: `base` (default os.environ) plus the boot and emulator setup.
+
+    `target` None boots without emulation (only `boot_modules`, e.g. on a real Gaudi).
+    """
+    if target is not None and target not in TARGETS:
+        raise BadInput(f"shim target must be one of {', '.join(TARGETS)}, not {target!r}")
+    if level not in LEVELS:
+        raise BadInput(f"shim log level must be 1, 2 or 3, not {level!r}")
+    env = dict(os.environ if base is None else base)
+    for key in (*ENV_KEYS, "MIGRATE_BOOT_MODULES"):
+        env.pop(key, None)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(BOOT_DIR)]
+    env["PYTHONPATH"] = os.pathsep.join([str(BOOT_DIR), *paths])
+    if target is not None:
+        env["MIGRATE_SHIM_TARGET"] = target
+        env["MIGRATE_SHIM_LOG_DIR"] = str(Path(log_dir).absolute())
+        env["MIGRATE_SHIM_LOG_LEVEL"] = str(level)
+    if boot_modules:
+        env["MIGRATE_BOOT_MODULES"] = ",".join(boot_modules)
+    return env
+
+
+def run(
+    argv: Sequence[str],
+    target: str | None,
+    log_dir: Path | None,
+    level: int = 1,
+    boot_modules: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Run `argv` (e.g. ["python", "x.py"]) under the shim, stdio passed through; its exit code.
+
+    `log_dir` None means Habana's default layout (see `logwriter.default_log_dir`).
+    """
+    if not argv:
+        raise BadInput("nothing to run: give the program after '--', e.g. -- python script.py")
+    child_env = shim_env(target, log_dir or default_log_dir(), level, boot_modules, env)
+    try:
+        return subprocess.call(list(argv), env=child_env, cwd=cwd)
+    except FileNotFoundError as exc:
+        raise BadInput(f"cannot run {argv[0]!r}: {exc.strerror}") from exc
+    except KeyboardInterrupt:
+        return 130
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    """What a run left in its log folder."""
+
+    log_dir: Path
+    files: list[Path]
+    records: int
+
+
+def summarize(log_dir: Path, since: float = 0.0) -> LogSummary:
+    """Count the records (one header line each) in the log files written since `since`."""
+    files = sorted(
+        p
+        for p in Path(log_dir).glob(LOG_NAME.format(pid="*"))
+        if p.is_file() and p.stat().st_mtime >= since
+    )
+    records = 0
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            records += sum(1 for line in handle if line.startswith("[") and "] " in line)
+    return LogSummary(Path(log_dir), files, records)
