@@ -11,7 +11,8 @@ Why it is written this way: real logs are big (GBs for long runs at level 1), so
 reads binary chunks, decodes each chunk once (bad bytes become U+FFFD) and runs one compiled
 regex over it; Python only touches each *record*, not each line. Memory stays constant: a chunk
 plus the few lines a record may straddle across chunk boundaries (a single multi-MB line is held
-whole, nothing more).
+whole, nothing more). Reports need counts, not records: `tally_fields` counts runs of plain
+records with C-level string operations and hands anything else to the same regex path.
 
 Tolerance: CRLF endings, non-UTF-8 bytes, any ``[word]`` tag, a missing context line, zero or
 several (whitespace-only) blank lines between and inside records, and a missing final newline
@@ -30,10 +31,14 @@ import gzip
 import re
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from migrate.errors import BadInput
 
@@ -41,6 +46,8 @@ CHUNK_BYTES = 1 << 20  # 1 MiB: per-chunk overhead vanishes; RSS stays small
 # A record spans at most 7 lines (header, 2 blanks, context, 2 blanks, tag line): never cut a
 # chunk within the last LOOKAHEAD_LINES lines, so a record is always matched whole.
 LOOKAHEAD_LINES = 8
+SAFE_CUT_LINES = 64  # how far back tally_fields looks for a line no record can straddle
+MIN_FAST_BYTES = 32 << 10  # tally_fields halves a piece it cannot count fast down to this
 ARROW = " --> "
 STDIN = "-"
 
@@ -56,6 +63,11 @@ _HEADER = re.compile(r"^\[[^\]\n]*\][ \t]+.*:\d+[ \t\r]*$")
 _CONTEXT = re.compile(r"^[ \t]*\[context\]:")
 _TAGLINE = re.compile(r"^[ \t]*\[[\w.-]+\]:")
 _LOG_SUFFIXES = (".log", ".log.gz")
+# tally_fields' per-key checks: the header after its "[timestamp]", and the tag line up to its
+# first "(". Same sub-patterns as _RECORD, so they split path/line and tag/api the same way.
+_HEADER_AFTER_TS = re.compile(r"[ \t]+(.*):(\d+)[ \t\r]*")
+_TAG_BEFORE_CALL = re.compile(r"[ \t]*\[((?!context\])[\w.-]+)\]: ?([^(\n]*)")
+_CONTEXT_VALUE = re.compile(r"[ \t]*\[context\]: ?(.*)")
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,234 @@ def iter_fields(
     return _iter(inputs, malformed, on_bytes, fields_only=True)  # type: ignore[return-value]
 
 
+TallyKey = tuple[str, str, str, str, str]
+"""(source, path, line as text, tag, api): the records an aggregate report counts as one."""
+
+
+@dataclass(slots=True)
+class Tallied:
+    """How many records share a TallyKey, and the first one's context and `rest`.
+
+    `rest` ("(args) --> replacement", see `Fields`) is "" when `keep_rest` declined it, so
+    memory grows with distinct keys, not with argument text.
+    """
+
+    count: int
+    context: str | None
+    rest: str
+
+
+def tally_fields(
+    inputs: str | Path | Iterable[str | Path],
+    malformed: list[Malformed] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    keep_rest: Callable[[str, str], bool] | None = None,
+) -> dict[TallyKey, Tallied]:
+    """Count records by TallyKey, in first-seen order: iter_fields folded, in far less time.
+
+    Why faster: a stretch of records in GPU Migration's own layout (header, [context], tag
+    line, blank) is counted with C-level string operations (split, partition, Counter), with
+    Python code per distinct key, not per record. Anything else (a malformed line, another
+    layout) goes through iter_fields' path, so counts, first records and malformed reports
+    are exactly iter_fields'. `keep_rest(tag, rest)` says
+    whether to keep a key's first `rest` (default: always). `benchmarks/log_parse.py
+    --report` measures the gain against the record-by-record fold.
+    """
+    sink: list[Malformed] = malformed if malformed is not None else []
+    tally: dict[TallyKey, Tallied] = {}
+    decoded: dict[str, tuple[str, str, str, str] | None] = {}
+    for name, raw in _open_inputs(inputs):
+        source = "<stdin>" if name == STDIN else name
+        match = partial(
+            _tally_text, source=source, sink=sink, ints={}, tally=tally, decoded=decoded,
+            keep_rest=keep_rest,
+        )
+        for _ in _parse_stream(raw, source, sink, on_bytes, match):
+            pass  # _tally_text fills `tally` and yields nothing
+    return tally
+
+
+def _tally_text(
+    text: str,
+    line_no: int,
+    eof: bool,
+    *,
+    source: str,
+    sink: list[Malformed],
+    ints: dict[str, int],
+    tally: dict[TallyKey, Tallied],
+    decoded: dict[str, tuple[str, str, str, str] | None],
+    keep_rest: Callable[[str, str], bool] | None,
+) -> tuple[list[Any], str, int]:
+    """A Matcher for tally_fields: count the text up to a safe cut, fast if it can."""
+    cut = len(text) if eof else _safe_cut(text)
+    if cut <= 0:  # no safe cut nearby (odd layout): iter_fields' path, with its own tail
+        fields, carry, line_no = _match_text(text, source, line_no, eof, sink, True, ints)
+        _fold(fields, tally, keep_rest)
+        return [], carry, line_no
+    count = partial(
+        _tally_piece, source=source, sink=sink, ints=ints, tally=tally, decoded=decoded,
+        keep_rest=keep_rest,
+    )
+    return [], text[cut:], count(text[:cut], line_no)[0]
+
+
+def _tally_piece(
+    piece: str,
+    line_no: int,
+    *,
+    source: str,
+    sink: list[Malformed],
+    ints: dict[str, int],
+    tally: dict[TallyKey, Tallied],
+    decoded: dict[str, tuple[str, str, str, str] | None],
+    keep_rest: Callable[[str, str], bool] | None,
+    halve: bool = True,
+) -> tuple[int, bool]:
+    """Count `piece` (whole records) into `tally`: (line number after it, fast path refused).
+
+    A piece the fast path refuses is halved at a safe cut and each half tried again, down to
+    MIN_FAST_BYTES: one odd line then costs a short slow stretch, not a whole chunk. When the
+    first half is refused too, odd lines are dense: the second half is not halved again, so
+    such a log wastes few fast attempts.
+    """
+    lines = _count_well_formed(piece, source, tally, decoded, keep_rest)
+    if lines is not None:
+        return line_no + lines, False
+    if halve and len(piece) >= 2 * MIN_FAST_BYTES:
+        middle = piece.rfind("\n", 0, len(piece) // 2) + 1
+        half = _safe_cut(piece, middle) if middle > 0 else 0
+        if half > 0:
+            count = partial(
+                _tally_piece, source=source, sink=sink, ints=ints, tally=tally,
+                decoded=decoded, keep_rest=keep_rest,
+            )
+            line_no, refused = count(piece[:half], line_no)
+            return count(piece[half:], line_no, halve=not refused)[0], True
+    fields, _, line_no = _match_text(piece, source, line_no, True, sink, True, ints)
+    _fold(fields, tally, keep_rest)
+    return line_no, True
+
+
+def _safe_cut(text: str, end: int | None = None) -> int:
+    """Start of the last line (of SAFE_CUT_LINES before `end`) no record can straddle; 0: none.
+
+    A record goes on only over blank, [context] and [tag] lines, which start with blanks or
+    with "[word]:". A line starting otherwise (a header: "[timestamp] ") can only begin one,
+    so matching the text before it on its own gives what matching it all at once would.
+    """
+    eol = (len(text) if end is None else end) - 1  # whole lines: text[eol] is "\n"
+    for _ in range(SAFE_CUT_LINES):
+        start = text.rfind("\n", 0, eol) + 1
+        if start <= 0:
+            return 0
+        first = text[start]
+        if first not in " \t\r\n[":
+            return start
+        if first == "[":
+            close = text.find("]", start, eol)
+            if close < 0 or text[close + 1] != ":":
+                return start
+        eol = start - 1
+    return 0
+
+
+def _count_well_formed(
+    piece: str,
+    source: str,
+    tally: dict[TallyKey, Tallied],
+    decoded: dict[str, tuple[str, str, str, str] | None],
+    keep_rest: Callable[[str, str], bool] | None,
+) -> int | None:
+    """Count `piece` into `tally` if it is all plain 4-line records: its line count.
+
+    Otherwise (None) `tally` is left untouched.
+
+    Per record, only C-level work: every 4th line is a header starting with "[", a
+    "[context]:" line, a tag line with " --> " after its first "(", and an empty line. A
+    record's key is then (header after the timestamp's "]", tag line before its first "("),
+    constant per call site, so each distinct one is checked with a regex once (`decoded`).
+    Such a record is one _RECORD match with the fields iter_fields would give; a key new to
+    `tally` takes its context and rest from its first record here, as _fold would.
+    """
+    lines = piece.split("\n")
+    n = len(lines) - 1  # lines[-1] is what follows the last "\n"
+    if not n or n % 4 or lines[-1] or lines[3:n:4].count("") != n // 4:
+        return None
+    headers, contexts, tags = lines[0:n:4], lines[1:n:4], lines[2:n:4]
+    if not (
+        all(map(str.startswith, headers, repeat("[")))
+        and (
+            all(map(str.startswith, contexts, repeat("    [context]:")))  # GPU Migration's
+            or all(map(str.startswith, map(str.lstrip, contexts, repeat(" \t")),
+                       repeat("[context]:")))
+        )
+        # " --> " anywhere: _decode_key rejects one before the call's "(".
+        and all(map(str.__contains__, tags, repeat(ARROW)))
+    ):
+        return None
+    after_ts = map(itemgetter(2), map(str.partition, headers, repeat("]")))
+    before_call = map(itemgetter(0), map(str.partition, tags, repeat("(")))
+    # One string per record ("\n" is in neither part): hashed faster than a pair.
+    keys = list(map("\n".join, zip(after_ts, before_call, strict=True)))
+    found: list[tuple[Tallied, int]] = []
+    new: dict[TallyKey, list[int]] = {}  # key -> [index of its first record, count]
+    for pair, count in Counter(keys).items():
+        fields = decoded.get(pair, ())
+        if fields == ():
+            fields = decoded[pair] = _decode_key(*pair.split("\n"))
+        if fields is None:
+            return None  # not a plain record: _match_text's job
+        key = (source, *fields)
+        known = tally.get(key)
+        if known is not None:
+            found.append((known, count))
+        elif key in new:  # two spellings of one key (e.g. trailing blanks)
+            first = new[key]
+            first[0] = min(first[0], keys.index(pair))
+            first[1] += count
+        else:
+            new[key] = [keys.index(pair), count]
+    for known, count in found:
+        known.count += count
+    for key, (first, count) in sorted(new.items(), key=lambda item: item[1][0]):
+        context = _CONTEXT_VALUE.fullmatch(contexts[first])
+        rest = "(" + tags[first].partition("(")[2]
+        kept = rest if keep_rest is None or keep_rest(key[3], rest) else ""
+        tally[key] = Tallied(count, context[1] if context else None, kept)
+    return n
+
+
+def _decode_key(after_ts: str, before_call: str) -> tuple[str, str, str, str] | None:
+    """(path, line, tag, api) as _RECORD splits them; None unless iter_fields' plain case.
+
+    Plain: a header, and a tag line whose call has a "(" with no " --> " before it (the
+    caller checked there is one after it).
+    """
+    header = _HEADER_AFTER_TS.fullmatch(after_ts)
+    tag_line = _TAG_BEFORE_CALL.fullmatch(before_call)
+    if header is None or tag_line is None or ARROW in tag_line[2]:
+        return None
+    return header[1], header[2], tag_line[1], tag_line[2]
+
+
+def _fold(
+    fields: list[Fields],
+    tally: dict[TallyKey, Tallied],
+    keep_rest: Callable[[str, str], bool] | None,
+) -> None:
+    """Count iter_fields tuples into `tally` (the slow path of tally_fields)."""
+    get = tally.get
+    for source, path, line, tag, api, context, rest in fields:
+        key = (source, path, line, tag, api)
+        seen = get(key)
+        if seen is None:
+            kept = rest if keep_rest is None or keep_rest(tag, rest) else ""
+            tally[key] = Tallied(1, context, kept)
+        else:
+            seen.count += 1
+
+
 def _iter(
     inputs: str | Path | Iterable[str | Path],
     malformed: list[Malformed] | None,
@@ -138,12 +378,20 @@ def _iter(
     fields_only: bool,
 ) -> Iterator[Record | Fields]:
     sink: list[Malformed] = malformed if malformed is not None else []
+    for name, raw in _open_inputs(inputs):
+        source = "<stdin>" if name == STDIN else name
+        match = partial(_match_text, source=source, sink=sink, fields_only=fields_only, ints={})
+        yield from _parse_stream(raw, source, sink, on_bytes, match)
+
+
+def _open_inputs(inputs: str | Path | Iterable[str | Path]) -> Iterator[tuple[str, BinaryIO]]:
+    """(name, binary stream) per input file, each closed once the caller moves on."""
     for name in expand_inputs(inputs):
         if name == STDIN:
-            yield from _parse_stream(sys.stdin.buffer, "<stdin>", sink, on_bytes, fields_only)
+            yield name, sys.stdin.buffer
             continue
         with open(name, "rb") as raw:
-            yield from _parse_stream(raw, name, sink, on_bytes, fields_only)
+            yield name, raw
 
 
 def expand_inputs(inputs: str | Path | Iterable[str | Path]) -> list[str]:
@@ -179,20 +427,23 @@ def _open_decompressed(raw: BinaryIO) -> BinaryIO:
     return raw
 
 
+Matcher = Callable[..., tuple[list[Any], str, int]]
+"""`match(text, line_no=, eof=) -> (items, unmatched tail, the tail's line number)`."""
+
+
 def _parse_stream(
     raw: BinaryIO,
     source: str,
     sink: list[Malformed],
     on_bytes: Callable[[int], None] | None,
-    fields_only: bool,
-) -> Iterator[Record | Fields]:
+    match: Matcher,
+) -> Iterator[Any]:
     """The chunk loop: decode whole lines, match records, carry the tail to the next chunk."""
     stream = _open_decompressed(raw)
     compressed = stream is not raw
     pending: list[bytes] = []  # bytes after the last newline seen (a partial line)
     ready: list[str] = []  # decoded complete lines not yet matched
     ready_lines = 0  # newlines in `ready`
-    ints: dict[str, int] = {}  # line-number text -> int: a dict hit is 4x cheaper than int()
     line_no = 1  # line number of ready[0]
     last_raw_pos = 0
     eof = False
@@ -230,18 +481,28 @@ def _parse_stream(
             if "\r" in piece:  # CRLF: one C pass here saves two checks per record
                 piece = piece.replace("\r\n", "\n")
             ready.append(piece)
-            ready_lines += piece.count("\n")
+            ready_lines += _newlines(piece, LOOKAHEAD_LINES + 1)
             if ready_lines <= LOOKAHEAD_LINES:
                 continue  # not enough lines to match a record whole (very long lines)
         text = "".join(ready)
         if not text:
             break
-        records, carry, line_no = _match_text(
-            text, source, line_no, eof, sink, fields_only, ints
-        )
+        records, carry, line_no = match(text, line_no=line_no, eof=eof)
         ready = [carry]
-        ready_lines = carry.count("\n")
+        ready_lines = _newlines(carry, LOOKAHEAD_LINES + 1)
         yield from records
+
+
+def _newlines(text: str, most: int) -> int:
+    """Newlines in `text`, counting no further than `most`: a full count costs a pass."""
+    found = 0
+    end = len(text)
+    while found < most:
+        end = text.rfind("\n", 0, end)
+        if end < 0:
+            break
+        found += 1
+    return found
 
 
 def _match_text(
@@ -256,6 +517,7 @@ def _match_text(
     """Records in `text` (complete lines), the unmatched tail, and the tail's line number.
 
     A list per chunk, not a generator: one generator level less per record is ~10% faster.
+    `ints` maps line-number text to int (per stream): a dict hit is 4x cheaper than int().
     """
     records: list[Record | Fields] = []
     if eof:

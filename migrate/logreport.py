@@ -1,6 +1,6 @@
 """Aggregate GPU Migration logs into a report, and render it as JSON, rich tables, Markdown, HTML.
 
-Aggregation streams over `logparse.iter_records`, keeping counters only (memory grows with the
+Aggregation streams over `logparse.tally_fields`, keeping counters only (memory grows with the
 number of distinct APIs and call sites, not with the log size).
 
 JSON schema (``Report.to_json()``, ``schema`` = 1; keys are only ever added)::
@@ -52,9 +52,9 @@ from migrate.logparse import (
     Malformed,
     Record,
     expand_inputs,
-    iter_fields,
     origin,
     split_rest,
+    tally_fields,
 )
 
 SCHEMA = 1
@@ -260,28 +260,18 @@ def build(
             found = cache[path] = origin(path, root)
         return found
 
-    # Tally first, fold later: per record only one tuple key and one dict update (folding
-    # each record costs ~10x more). The first record at each key stands for the rest; it is
-    # kept whole only when its arguments or replacement will be shown (mismatch, free text),
-    # so memory grows with distinct call sites, not with records.
-    tally: dict[tuple[str, str, str, str, str], list] = {}
-    get = tally.get
-    for source, path, line, tag, api, context, rest in iter_fields(
-        names, malformed, on_bytes=on_bytes
-    ):
-        key = (source, path, line, tag, api)
-        seen = get(key)
-        if seen is None:
-            args, replacement = split_rest(rest)
-            if is_mismatch(tag) or is_free_text(replacement):
-                tally[key] = [1, context, args, replacement]
-            else:
-                tally[key] = [1, context, "", ""]
-        else:
-            seen[0] += 1
-    for (source, path, line, tag, api), (count, context, args, replacement) in tally.items():
-        first = Record("", path, int(line), context, tag, api, args, replacement, source, 0)
-        report.add(first, origin_of, count)
+    # Tally first, fold later: the parser counts records per (log, file, line, tag, API)
+    # (folding each record costs ~10x more). The first record at each key stands for the
+    # rest; its arguments and replacement are kept only when they will be shown (mismatch,
+    # free text), so memory grows with distinct call sites, not with records.
+    def shown(tag: str, rest: str) -> bool:
+        return is_mismatch(tag) or is_free_text(split_rest(rest)[1])
+
+    tally = tally_fields(names, malformed, on_bytes=on_bytes, keep_rest=shown)
+    for (source, path, line, tag, api), first in tally.items():
+        args, replacement = split_rest(first.rest) if first.rest else ("", "")
+        record = Record("", path, int(line), first.context, tag, api, args, replacement, source, 0)
+        report.add(record, origin_of, first.count)
     report.malformed = list(malformed)
     report.malformed_total = malformed.total
     return report

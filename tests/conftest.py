@@ -60,5 +60,7 @@ def real_upstream() -> Path:
     """The local stable-diffusion mirror named by MIGRATE_SOURCE; skip when it is not given."""
     source = os.environ.get("MIGRATE_SOURCE")
     if not source:
-        pytest.skip("real upstream not given: set MIGRATE_SOURCE to a pesser/stable-diffusion mirror")
+        pytest.skip(
+            "real upstream not given: set MIGRATE_SOURCE to a pesser/stable-diffusion mirror"
+        )
     return Path(source)
