@@ -85,7 +85,10 @@ def main() -> None:
     """Entry point: run the CLI and turn library errors into one line and an exit code."""
     debug = "--debug" in sys.argv[1:] or os.environ.get("MIGRATE_DEBUG") not in (None, "", "0")
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns ctx.exit(n)'s code instead of exiting.
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except click.exceptions.Abort:
         Console(stderr=True).print("[red]aborted[/red]")
         sys.exit(130)

@@ -1,0 +1,78 @@
+"""`migrate run`: the whole enablement in one command, stage by stage, with a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from migrate.commands.options import recipe_option, workspace_option
+from migrate.commands.smoke import (
+    PassthroughCommand,
+    StageProgress,
+    ckpt_option,
+    device_option,
+    model_option,
+    passthrough,
+    raise_if_failed,
+    runs_dir_option,
+    timeout_option,
+)
+
+
+@click.command(cls=PassthroughCommand)
+@recipe_option
+@workspace_option
+@click.option("--through", default=None, help="Stop after this stage [default: all stages].")
+@device_option
+@model_option
+@ckpt_option
+@click.option("--source", default=None,
+              help="Clone from here (a local mirror, a path or URL) instead of the recipe's "
+                   "upstream [env: MIGRATE_SOURCE].")
+@click.option("--resume", is_flag=True,
+              help="Continue the latest run (or --run-id): stages already done with the same "
+                   "patches and options are not run again.")
+@click.option("--run-id", default=None, help="Name of the run folder [default: UTC time].")
+@timeout_option
+@runs_dir_option
+@click.pass_context
+def run(ctx: click.Context, recipe: str, workspace: str | None, through: str | None, device: str,
+        model: str | None, ckpt: Path | None, source: str | None, resume: bool,
+        run_id: str | None, timeout: float | None, runs_dir: Path | None) -> None:
+    """Fetch the upstream, then apply and smoke every stage, then compare them.
+
+    Each stage's results go to runs/<run-id>/<stage>/ and the comparison report
+    (report.md, report.html, report.json) to runs/<run-id>/. A stage whose script fails
+    is recorded and the run goes on; the exit code is then 1.
+
+    \b
+    Examples:
+      migrate run --source /path/to/stable-diffusion-mirror   # offline: a local mirror
+      migrate run --through minimal --device cpu
+      migrate run --resume                                    # finish an interrupted run
+      migrate run -- --ddim_steps 10                          # extra script arguments
+    """
+    from migrate import pipeline
+    from migrate.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    if through is not None:
+        loaded.stage(through)
+    ws = Path(workspace) if workspace else loaded.default_workspace
+    options = pipeline.RunOptions(device=device, model=model, ckpt=ckpt,
+                                  extra_args=passthrough(ctx), timeout=timeout)
+    console = Console(stderr=True, highlight=False)
+    with StageProgress(console) as progress:
+        result = pipeline.run(loaded, ws, runs_dir or loaded.root / "runs", options,
+                              through=through, source=source, resume=resume, run_id=run_id,
+                              progress=progress)
+    from migrate import compare
+    from migrate.commands.compare import print_report
+
+    print_report(Console(highlight=False), compare.load_run(result.run_dir))
+    # (the report's notes above already say which stages failed and if weights are random)
+    console.print(f"report: {result.reports['html']} (also report.md, report.json)",
+                  soft_wrap=True)
+    raise_if_failed(result)

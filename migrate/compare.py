@@ -1,0 +1,420 @@
+"""The stage comparison report: what each stage changed, whether the model still works, how fast.
+
+Reads a run folder (`run.json` plus one `metrics.json` per stage) and derives, per stage in
+recipe order: patch statistics, status, timings and speed-ups, memory, whether the samples
+are byte-identical to the previous stage's (PSNR when they are not), and the migration-log
+counts by tag with what changed against the previous stage. Rendered as a plain table
+(rows of strings for the CLI), PR-ready Markdown, a self-contained HTML page with every
+stage's sample grid, or JSON. Two runs (say CPU and CUDA) compare stage by stage too.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migrate.errors import BadInput
+from migrate.smoke.metrics import StageMetrics, load_metrics
+
+FORMATS = ("table", "md", "html", "json")
+
+
+@dataclass
+class StageReport:
+    """One stage of a run, with what is derived against the stages before it."""
+
+    metrics: StageMetrics
+    identical_to_previous: bool | None = None  # None: first stage, or nothing to compare
+    psnr_previous: float | None = None  # dB over matching samples; inf when identical
+    speedup_previous: float | None = None  # previous latency / this latency
+    speedup_first: float | None = None
+    log_by_tag: dict[str, int] = field(default_factory=dict)
+    log_changes: dict[str, Any] | None = None  # call sites added/removed/changed, "apis"
+
+    @property
+    def name(self) -> str:
+        return self.metrics.stage
+
+
+@dataclass
+class RunReport:
+    run_dir: Path
+    run: dict[str, Any]
+    stages: list[StageReport]
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+
+@dataclass
+class CrossStage:
+    """One stage seen in two runs (a = the run, b = --against)."""
+
+    stage: str
+    a: StageMetrics | None
+    b: StageMetrics | None
+    identical: bool | None = None
+    psnr: float | None = None
+    speedup: float | None = None  # a latency / b latency: >1 means b is faster
+
+
+def load_run(run_dir: Path) -> RunReport:
+    """Read a run folder and derive the per-stage comparisons."""
+    run_file = run_dir / "run.json"
+    if not run_dir.is_dir():
+        raise BadInput(f"{run_dir}: no such run folder")
+    try:
+        run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    except ValueError as exc:
+        raise BadInput(f"{run_file}: not valid JSON: {exc}") from exc
+    order = list(run.get("order") or run.get("stages") or [])
+    found = {p.name: m for p in run_dir.iterdir() if p.is_dir() and (m := load_metrics(p))}
+    names = [s for s in order if s in found] + sorted(s for s in found if s not in order)
+    if not names:
+        raise BadInput(f"{run_dir}: no stage results (metrics.json) in this run folder")
+    stages: list[StageReport] = []
+    for name in names:
+        metrics = found[name]
+        report = StageReport(metrics, log_by_tag=_log_counts(run_dir / name / metrics.logs_dir))
+        if stages:
+            prev, first = stages[-1], stages[0]
+            report.identical_to_previous, report.psnr_previous = _same_samples(
+                run_dir / prev.name, prev.metrics, run_dir / name, metrics)
+            report.speedup_previous = _ratio(_latency(prev.metrics), _latency(metrics))
+            report.speedup_first = _ratio(_latency(first.metrics), _latency(metrics))
+            report.log_changes = _log_changes(run_dir / prev.name / prev.metrics.logs_dir,
+                                              run_dir / name / metrics.logs_dir)
+        stages.append(report)
+    return RunReport(run_dir, run, stages)
+
+
+def cross(a: RunReport, b: RunReport) -> list[CrossStage]:
+    """Stage-by-stage comparison of two runs, in the first run's order."""
+    by_a = {s.name: s.metrics for s in a.stages}
+    by_b = {s.name: s.metrics for s in b.stages}
+    names = list(by_a) + [n for n in by_b if n not in by_a]
+    rows = []
+    for name in names:
+        ma, mb = by_a.get(name), by_b.get(name)
+        row = CrossStage(name, ma, mb)
+        if ma and mb:
+            row.identical, row.psnr = _same_samples(a.run_dir / name, ma, b.run_dir / name, mb)
+            row.speedup = _ratio(_latency(ma), _latency(mb))
+        rows.append(row)
+    return rows
+
+
+# -- derived values ----------------------------------------------------------------------
+
+def _latency(m: StageMetrics) -> float | None:
+    """The latency speed-ups are computed from: steady state if measured, else the one batch."""
+    if not m.ok:
+        return None
+    return m.timing.steady_batch_s or m.timing.first_batch_s
+
+
+def _ratio(before: float | None, after: float | None) -> float | None:
+    return before / after if before and after else None
+
+
+def _same_samples(dir_a: Path, a: StageMetrics, dir_b: Path, b: StageMetrics
+                  ) -> tuple[bool | None, float | None]:
+    """Byte-identical sample lists? If not, the mean PSNR over samples of the same name."""
+    if not a.samples or not b.samples:
+        return None, None
+    if [s.sha256 for s in a.samples] == [s.sha256 for s in b.samples]:
+        return True, math.inf
+    pairs = [(dir_a / sa.path, dir_b / sb.path)
+             for sa, sb in zip(a.samples, b.samples, strict=False)]
+    values = [v for pa, pb in pairs if (v := psnr(pa, pb)) is not None]
+    return False, (sum(values) / len(values) if values else None)
+
+
+def psnr(path_a: Path, path_b: Path) -> float | None:
+    """Peak signal-to-noise ratio of two 8-bit images in dB; None if they cannot be compared."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path_a) as ia, Image.open(path_b) as ib:
+            xa = np.asarray(ia.convert("RGB"), dtype=np.float64)
+            xb = np.asarray(ib.convert("RGB"), dtype=np.float64)
+    except OSError:
+        return None
+    if xa.shape != xb.shape:
+        return None
+    mse = float(np.mean((xa - xb) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def _log_counts(logs: Path) -> dict[str, int]:
+    if not logs.is_dir() or not any(logs.rglob("*.log")):
+        return {}
+    from migrate.logreport import build
+
+    by_tag = build([str(logs)]).to_json().get("by_tag", {})
+    return {str(k): int(v) for k, v in sorted(by_tag.items())}
+
+
+def _log_changes(before: Path, after: Path) -> dict[str, Any] | None:
+    """Migration-log call sites that appeared, disappeared or changed count between stages,
+    and the per-API count changes (from `migrate.logdiff`)."""
+    has = [d.is_dir() and any(d.rglob("*.log")) for d in (before, after)]
+    if not any(has):
+        return None
+    from migrate.logdiff import diff
+
+    data = diff([str(before)] if has[0] else [], [str(after)] if has[1] else []).to_json()
+    sites: dict[str, int] = {"added": 0, "removed": 0, "changed": 0}
+    for site in data.get("call_sites", []):
+        status = str(site.get("status"))
+        sites[status] = sites.get(status, 0) + 1
+    apis = [f"{a['api']} {int(a['delta']):+d}" for a in data.get("by_api", []) if a.get("delta")]
+    return {**sites, "apis": apis}
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+def _s(value: float | None, unit: str = "s", digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f} {unit}".rstrip()
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _mb(m: StageMetrics) -> str:
+    if m.memory.device_peak_mb is not None:
+        return f"{m.memory.device_peak_mb:.0f} MB ({m.device.kind})"
+    return "-" if m.memory.peak_rss_mb is None else f"{m.memory.peak_rss_mb:.0f} MB (RSS)"
+
+
+def _same(ident: bool | None, value: float | None) -> str:
+    if ident is None:
+        return "-"
+    if ident:
+        return "identical"
+    return f"differ (PSNR {value:.1f} dB)" if value is not None else "differ"
+
+
+def _tags(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
+
+
+def _changes(changes: dict[str, Any] | None) -> str:
+    if changes is None:
+        return "-"
+    text = f"sites +{changes.get('added', 0)} -{changes.get('removed', 0)}"
+    if changes.get("changed"):
+        text += f" ~{changes['changed']}"
+    apis = changes.get("apis") or []
+    return text + (f" ({', '.join(apis)})" if apis else "")
+
+
+def _device(m: StageMetrics) -> str:
+    label = m.device.kind + (f" (emulated, {m.device.emulator})" if m.device.emulator else "")
+    label += f" {m.device.name}" if m.device.name else ""
+    return label + (f", {m.device.threads} threads" if m.device.threads else "")
+
+
+def _model(m: StageMetrics) -> str:
+    weights = {True: "random weights", False: "checkpoint", None: "script's own"}
+    return f"{m.model.size}, {weights[m.model.random_weights]}"
+
+
+def _patch(m: StageMetrics) -> str:
+    p = m.patch
+    if p.files is None:
+        return "-"
+    return f"{p.files} files, {p.hunks} hunks, +{p.added}/-{p.removed}"
+
+
+HEADERS = ["Stage", "Patch", "Offsets", "Status", "Device", "Model", "First batch",
+           "Steady batch", "Samples/s", "vs prev", "vs first", "Peak memory",
+           "Samples vs prev", "Log tags", "Log vs prev"]
+
+
+def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of strings, one row per stage (what every format shows)."""
+    rows = []
+    for s in report.stages:
+        m = s.metrics
+        rows.append([
+            m.stage, _patch(m), str(len(m.patch.offsets)) if m.patch.files is not None else "-",
+            m.status if m.ok else f"FAILED: {m.reason}", _device(m), _model(m),
+            _s(m.timing.first_batch_s), _s(m.timing.steady_batch_s),
+            "-" if m.timing.samples_per_s is None else f"{m.timing.samples_per_s:.2f}",
+            _x(s.speedup_previous), _x(s.speedup_first), _mb(m),
+            _same(s.identical_to_previous, s.psnr_previous), _tags(s.log_by_tag),
+            _changes(s.log_changes),
+        ])
+    return HEADERS, rows
+
+
+CROSS_HEADERS = ["Stage", "Status A", "Status B", "Device A", "Device B", "Latency A",
+                 "Latency B", "B vs A", "Samples A vs B"]
+
+
+def cross_rows(rows: list[CrossStage]) -> tuple[list[str], list[list[str]]]:
+    out = []
+    for r in rows:
+        out.append([
+            r.stage,
+            r.a.status if r.a else "absent", r.b.status if r.b else "absent",
+            _device(r.a) if r.a else "-", _device(r.b) if r.b else "-",
+            _s(_latency(r.a)) if r.a else "-", _s(_latency(r.b)) if r.b else "-",
+            _x(r.speedup), _same(r.identical, r.psnr),
+        ])
+    return CROSS_HEADERS, out
+
+
+def transposed(headers: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """One column per stage, one row per measure: what fits a terminal."""
+    new_headers = [headers[0], *(row[0] for row in rows)]
+    return new_headers, [[h, *(row[i] for row in rows)] for i, h in enumerate(headers) if i]
+
+
+def _columns(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(x) for x in col) for col in zip(headers, *rows, strict=False)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
+            for r in [headers, *rows]]
+
+
+def notes(report: RunReport) -> list[str]:
+    """Lines a reader must not miss: random weights, failures and where their logs are."""
+    lines = []
+    if any(s.metrics.model.random_weights for s in report.stages):
+        lines.append("Weights are random (seeded): samples show the port works and is "
+                     "deterministic, not image quality.")
+    for s in report.stages:
+        if not s.metrics.ok:
+            lines.append(f"Stage {s.name} failed: {s.metrics.reason} "
+                         f"(full log: {report.run_dir / s.name / s.metrics.stderr})")
+    return lines
+
+
+def to_markdown(report: RunReport, against: RunReport | None = None) -> str:
+    headers, rows = table_rows(report)
+    run = report.run
+    lines = [f"## migrate run `{report.run_id}`", ""]
+    if run:
+        lines += [f"Recipe `{run.get('recipe')}`, upstream `{run.get('upstream')}` at "
+                  f"`{str(run.get('commit', ''))[:12]}`.", ""]
+    lines += _md_table(headers, rows)
+    extra = notes(report)
+    if extra:
+        lines += [""] + [f"- {n}" for n in extra]
+    if against is not None:
+        h2, r2 = cross_rows(cross(report, against))
+        lines += ["", f"### `{report.run_id}` (A) vs `{against.run_id}` (B)", ""]
+        lines += _md_table(h2, r2)
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, Any]:
+    def stage(s: StageReport) -> dict[str, Any]:
+        data = asdict(s)
+        for key in ("psnr_previous",):
+            if data[key] is not None and math.isinf(data[key]):
+                data[key] = "inf"
+        return data
+
+    out: dict[str, Any] = {"run_id": report.run_id, "run": report.run,
+                           "stages": [stage(s) for s in report.stages], "notes": notes(report)}
+    if against is not None:
+        out["against"] = {
+            "run_id": against.run_id,
+            "stages": [{"stage": r.stage, "identical": r.identical,
+                        "psnr": "inf" if r.psnr is not None and math.isinf(r.psnr) else r.psnr,
+                        "speedup": r.speedup} for r in cross(report, against)],
+        }
+    return out
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def to_html(report: RunReport, against: RunReport | None = None) -> str:
+    """One self-contained page: the table, notes, and every stage's grid side by side."""
+    esc = html.escape
+    headers, rows = table_rows(report)
+
+    def table(h: list[str], r: list[list[str]]) -> str:
+        head = "".join(f"<th>{esc(x)}</th>" for x in h)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in r)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def figures(rep: RunReport) -> str:
+        cells = []
+        for s in rep.stages:
+            m = s.metrics
+            grid = rep.run_dir / s.name / m.grids[0].path if m.grids else None
+            if grid is not None and grid.is_file():
+                img = f'<img src="{_data_uri(grid)}" alt="{esc(s.name)} grid">'
+            else:
+                img = f"<pre>{esc(m.stderr_tail or m.reason or 'no grid')}</pre>"
+            caption = f"{s.name}: {m.status}; {_same(s.identical_to_previous, s.psnr_previous)}"
+            cells.append(f"<figure>{img}<figcaption>{esc(caption)}</figcaption></figure>")
+        return f'<div class="grids">{"".join(cells)}</div>'
+
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>migrate run {esc(report.run_id)}</title><style>",
+        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:13px}",
+        "td,th{border:1px solid #bbb;padding:3px 6px;text-align:left}th{background:#eee}",
+        ".grids{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}",
+        "figure{margin:0}img{image-rendering:pixelated;min-width:192px;border:1px solid #999}",
+        "pre{max-width:420px;white-space:pre-wrap;font-size:11px;background:#fee}</style></head><body>",
+        f"<h1>migrate run {esc(report.run_id)}</h1>",
+        f"<p>Recipe {esc(str(report.run.get('recipe', '?')))} at "
+        f"{esc(str(report.run.get('commit', ''))[:12])}</p>",
+        table(headers, rows),
+        "".join(f"<p><b>{esc(n)}</b></p>" for n in notes(report)),
+        "<h2>Sample grids</h2>", figures(report),
+    ]
+    if against is not None:
+        h2, r2 = cross_rows(cross(report, against))
+        parts += [f"<h2>{esc(report.run_id)} (A) vs {esc(against.run_id)} (B)</h2>",
+                  table(h2, r2), f"<h3>{esc(against.run_id)}</h3>", figures(against)]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def render(report: RunReport, fmt: str, against: RunReport | None = None) -> str:
+    """The report as text in `fmt` (md, html, json; `table` is plain text columns)."""
+    if fmt == "md":
+        return to_markdown(report, against)
+    if fmt == "html":
+        return to_html(report, against)
+    if fmt == "json":
+        return json.dumps(to_json(report, against), indent=2) + "\n"
+    if fmt == "table":
+        lines = _columns(*transposed(*table_rows(report)))
+        if against is not None:
+            lines += ["", *_columns(*transposed(*cross_rows(cross(report, against))))]
+        return "\n".join(lines + notes(report)) + "\n"
+    raise BadInput(f"unknown report format {fmt!r} (choose from {', '.join(FORMATS)})")
+
+
+def write(report: RunReport, fmt: str, path: Path, against: RunReport | None = None) -> Path:
+    """Write the rendered report to `path` (through a temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render(report, fmt, against), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,340 @@
+"""`migrate run`: fetch, then for each stage apply and smoke, then write the comparison report.
+
+A run is a folder `runs/<run-id>/` holding `run.json` (what was asked, in which order),
+one folder per stage (see `migrate.smoke.runner`) and the reports. `--resume` reuses a
+stage's result when its key (the patches through that stage plus every option that can
+change the output) is the same as before and the stage succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from migrate.errors import BadInput
+from migrate.recipe import Recipe
+from migrate.smoke.device import Device, resolve
+from migrate.smoke.metrics import ModelInfo, PatchInfo, StageMetrics, load_metrics
+from migrate.smoke.runner import SmokeRequest, run_smoke
+from migrate.smoke.spec import SmokeSpec, parse_spec
+
+RUN_FILE = "run.json"
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+UPSTREAM = "upstream"  # the stage name of the unpatched upstream (as in `migrate revert upstream`)
+
+# Progress callback: (what, details). What: fetch, prepare, stage, apply, skip, event, done.
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class RunOptions:
+    """What `migrate run` / `migrate smoke` were asked for."""
+
+    device: str = "auto"
+    model: str | None = None  # None: the recipe's default size
+    ckpt: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    timeout: float | None = None
+    python: str = sys.executable
+    seed: int = 0  # seed of the random weights (not the sampling seed: that is a script arg)
+
+
+@dataclass
+class PreparedStageModel:
+    """The model as the script will see it: arguments, environment, boot modules."""
+
+    info: ModelInfo
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    boot_modules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    stages: list[StageMetrics]
+    skipped: list[str]
+    reports: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[StageMetrics]:
+        return [m for m in self.stages if not m.ok]
+
+
+def _check_run_id(run_id: str | None) -> None:
+    """A run id names a folder inside the runs folder: plain characters only."""
+    if run_id is not None and not RUN_ID_RE.match(run_id):
+        raise BadInput(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+
+
+def new_run_dir(runs_dir: Path) -> Path:
+    """Create a run folder named by UTC time (sortable), suffixed when the second is taken."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    run_id, n = stamp, 1
+    while True:
+        try:
+            (runs_dir / run_id).mkdir()
+            return runs_dir / run_id
+        except FileExistsError:
+            n += 1
+            run_id = f"{stamp}-{n}"
+
+
+def latest_run(runs_dir: Path) -> Path | None:
+    """The run folder whose run.json was written last, or None."""
+    if not runs_dir.is_dir():
+        return None
+    runs = [p for p in runs_dir.iterdir() if (p / RUN_FILE).is_file()]
+    return max(runs, key=lambda p: ((p / RUN_FILE).stat().st_mtime, p.name), default=None)
+
+
+def smoke_spec(recipe: Recipe) -> SmokeSpec:
+    return parse_spec(recipe.smoke, recipe.path)
+
+
+def prepare_model(spec: SmokeSpec, workspace: Path, run_dir: Path,
+                  options: RunOptions) -> PreparedStageModel:
+    """The model for the whole run: the recipe's builder (random weights or a checkpoint).
+
+    Built files go to `<run>/model/`; the builder caches checkpoints beside the runs.
+    """
+    size = options.model or spec.default_model
+    if spec.models:
+        spec.model_args(size)  # unknown size: one clear error before anything runs
+    if spec.builder is None:
+        return PreparedStageModel(ModelInfo(size=size, random_weights=spec.random_weights,
+                                            description="the script's own model"))
+    from migrate.models import prepare
+
+    words = sorted({w for arg in [*spec.args, *options.extra_args] if not arg.startswith("-")
+                    for w in re.findall(r"[a-z]+", arg.lower())})
+    prepared = prepare(spec.builder, workspace, size, run_dir / "model", options.python,
+                       seed=options.seed, ckpt=options.ckpt, words=words,
+                       cache_dir=run_dir.parent / "model-cache")
+    info = ModelInfo(size=size, builder=spec.builder, random_weights=prepared.random_weights,
+                     description=prepared.description, build_s=prepared.build_seconds,
+                     checkpoint=str(options.ckpt) if options.ckpt else None)
+    return PreparedStageModel(info, list(prepared.args), dict(prepared.env),
+                              list(prepared.boot_modules))
+
+
+def default_checkpoint(recipe: Recipe, workspace: Path) -> Path | None:
+    """The recipe's checkpoint inside the workspace, when it has been downloaded."""
+    rel = (recipe.checkpoint or {}).get("path")
+    if isinstance(rel, str) and (workspace / rel).is_file():
+        return workspace / rel
+    return None
+
+
+def patch_info(recipe: Recipe, upto: str) -> PatchInfo:
+    """This stage's patch hash and stats, and a hash over every patch through it."""
+    from migrate import patchfile
+
+    cumulative = hashlib.sha256()
+    info = PatchInfo()
+    for stage in recipe.stages[: recipe.index(upto) + 1]:
+        digest = patchfile.sha256(stage.patch)
+        cumulative.update(digest.encode())
+        if stage.name == upto:
+            stats = patchfile.stats(stage.patch)
+            info = PatchInfo(sha256=digest, files=stats.files, hunks=stats.hunks,
+                             added=stats.added, removed=stats.removed)
+    info.cumulative_sha256 = cumulative.hexdigest()
+    return info
+
+
+def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOptions) -> str:
+    """What decides a stage's output: same key, same result (for --resume)."""
+    material = {
+        "patches": patch.cumulative_sha256, "smoke": asdict(spec), "device": asdict(device),
+        "model": options.model or spec.default_model,
+        "ckpt": str(options.ckpt) if options.ckpt else None, "weights_seed": options.seed,
+        "extra": options.extra_args, "python": options.python,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def goto_stage(recipe: Recipe, workspace: Path, stage: str) -> list[Any]:
+    """Bring the workspace to exactly `stage` (applying or reverting through the stack)."""
+    from migrate import stack
+
+    applied = stack.applied_stages(recipe, workspace)
+    if applied and applied[-1] == stage:
+        return []
+    if stage in applied:
+        stack.revert(recipe, workspace, to=stage)
+        return []
+    return list(stack.apply(recipe, workspace, through=stage))
+
+
+def smoke_stage(recipe: Recipe, spec: SmokeSpec, workspace: Path, run_dir: Path, stage: str,
+                device: Device, options: RunOptions, model: PreparedStageModel,
+                offsets: list[Any] | None = None,
+                on_event: Callable[[dict[str, Any]], None] | None = None) -> StageMetrics:
+    """Smoke the workspace as it is now, recording it as `stage` of the run in `run_dir`."""
+    patch = patch_info(recipe, stage) if stage in {s.name for s in recipe.stages} else PatchInfo()
+    patch.offsets = list(offsets or [])
+    stage_dir = run_dir / stage
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)  # our own earlier result for this stage, being redone
+    request = SmokeRequest(
+        spec=spec, workspace=workspace, stage=stage, run_id=run_dir.name, stage_dir=stage_dir,
+        device=device, requested_device=options.device, model=model.info,
+        model_args=model.args, model_env=model.env, boot_modules=model.boot_modules,
+        extra_args=options.extra_args, timeout=options.timeout or spec.timeout, patch=patch,
+        key=result_key(spec, patch, device, options), python=options.python,
+    )
+    return run_smoke(request, on_event)
+
+
+def run(recipe: Recipe, workspace: Path, runs_dir: Path, options: RunOptions, *,
+        through: str | None = None, source: str | None = None, resume: bool = False,
+        run_id: str | None = None, progress: Progress | None = None) -> RunResult:
+    """Fetch, apply and smoke each stage through `through`, then write the reports."""
+    from migrate import workspace as workspace_mod
+
+    def tell(what: str, **details: Any) -> None:
+        if progress is not None:
+            progress(what, details)
+
+    spec = smoke_spec(recipe)
+    if not recipe.stages:
+        raise BadInput(f"{recipe.path}: the recipe has no stages to run")
+    stages = recipe.stages[: recipe.index(through) + 1] if through else list(recipe.stages)
+    _check_run_id(run_id)
+    if resume:
+        previous = runs_dir / run_id if run_id else latest_run(runs_dir)
+        if previous is None or not (previous / RUN_FILE).is_file():
+            raise BadInput(f"--resume: no earlier run in {runs_dir} to resume")
+        run_dir = previous
+    elif run_id and (runs_dir / run_id).exists():
+        raise BadInput(f"{runs_dir / run_id}: a run with this id exists; use --resume")
+
+    tell("fetch", workspace=str(workspace), source=source)
+    workspace = workspace_mod.fetch(recipe, workspace, source)
+    device = resolve(options.device, options.python)
+    if not resume:
+        run_dir = runs_dir / run_id if run_id else new_run_dir(runs_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = options.ckpt or default_checkpoint(recipe, workspace)
+    options = RunOptions(**{**asdict(options), "ckpt": ckpt})
+    _write_run_file(run_dir, recipe, workspace, options, device, [s.name for s in stages])
+
+    results: list[StageMetrics] = []
+    skipped: list[str] = []
+    model: PreparedStageModel | None = None
+    for number, stage in enumerate(stages, 1):
+        tell("stage", stage=stage.name, number=number, total=len(stages))
+        key = result_key(spec, patch_info(recipe, stage.name), device, options)
+        earlier = load_metrics(run_dir / stage.name) if resume else None
+        if earlier is not None and earlier.ok and earlier.key == key:
+            skipped.append(stage.name)
+            results.append(earlier)
+            tell("skip", stage=stage.name, metrics=earlier)
+            continue
+        tell("apply", stage=stage.name)
+        applied = goto_stage(recipe, workspace, stage.name)
+        offsets = next((_plain(a.offsets) for a in applied if a.name == stage.name), [])
+        if model is None:
+            tell("prepare", builder=spec.builder, size=options.model or spec.default_model)
+            model = prepare_model(spec, workspace, run_dir, options)
+        metrics = smoke_stage(
+            recipe, spec, workspace, run_dir, stage.name, device, options, model, offsets,
+            on_event=lambda event, name=stage.name: tell("event", stage=name, event=event),
+        )
+        results.append(metrics)
+        tell("done", stage=stage.name, metrics=metrics)
+
+    from migrate import compare
+
+    report = compare.load_run(run_dir)
+    reports = {
+        "md": compare.write(report, "md", run_dir / "report.md"),
+        "html": compare.write(report, "html", run_dir / "report.html"),
+        "json": compare.write(report, "json", run_dir / "report.json"),
+    }
+    return RunResult(run_dir, results, skipped, reports)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and other objects from the stack, as JSON-ready data."""
+    return json.loads(json.dumps(value, default=lambda o: asdict(o) if is_dataclass(o) else str(o)))
+
+
+def smoke(recipe: Recipe, workspace: Path, runs_dir: Path, options: RunOptions, *,
+          stage: str | None = None, run_id: str | None = None,
+          progress: Progress | None = None) -> RunResult:
+    """`migrate smoke`: one stage (default: the workspace's current one) into a run folder.
+
+    Naming a stage brings the workspace there first (the stack refuses to discard edits);
+    without one, the workspace is smoked as it is, uncommitted edits included.
+    """
+    from migrate import stack
+    from migrate import workspace as workspace_mod
+
+    def tell(what: str, **details: Any) -> None:
+        if progress is not None:
+            progress(what, details)
+
+    spec = smoke_spec(recipe)
+    workspace = workspace_mod.require(workspace)
+    offsets: list[Any] = []
+    if stage is not None and stage != UPSTREAM:
+        recipe.stage(stage)  # unknown names fail here, before anything moves
+    if stage is not None:
+        tell("apply", stage=stage)
+        if stage == UPSTREAM:
+            if stack.applied_stages(recipe, workspace):
+                stack.revert(recipe, workspace, to=UPSTREAM)
+        else:
+            applied = goto_stage(recipe, workspace, stage)
+            offsets = next((_plain(a.offsets) for a in applied if a.name == stage), [])
+    else:
+        applied_names = stack.applied_stages(recipe, workspace)
+        stage = applied_names[-1] if applied_names else UPSTREAM
+    _check_run_id(run_id)
+    device = resolve(options.device, options.python)
+    run_dir = runs_dir / run_id if run_id else new_run_dir(runs_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = options.ckpt or default_checkpoint(recipe, workspace)
+    options = RunOptions(**{**asdict(options), "ckpt": ckpt})
+    _write_run_file(run_dir, recipe, workspace, options, device, [stage])
+    tell("prepare", builder=spec.builder, size=options.model or spec.default_model)
+    model = prepare_model(spec, workspace, run_dir, options)
+    tell("stage", stage=stage, number=1, total=1)
+    metrics = smoke_stage(recipe, spec, workspace, run_dir, stage, device, options, model,
+                          offsets, on_event=lambda event: tell("event", stage=stage, event=event))
+    tell("done", stage=stage, metrics=metrics)
+    return RunResult(run_dir, [metrics], [])
+
+
+def _write_run_file(run_dir: Path, recipe: Recipe, workspace: Path, options: RunOptions,
+                    device: Device, stages: list[str]) -> None:
+    """run.json: the recipe, the options and the stage order; kept across --resume."""
+    path = run_dir / RUN_FILE
+    data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    known = data.get("stages", [])
+    data.update({
+        "run_id": run_dir.name,
+        "recipe": recipe.name,
+        "recipe_path": str(recipe.path),
+        "upstream": recipe.upstream,
+        "commit": recipe.commit,
+        "workspace": str(workspace),
+        "device": asdict(device),
+        "options": {**asdict(options), "ckpt": str(options.ckpt) if options.ckpt else None},
+        "stages": known + [s for s in stages if s not in known],
+        "order": [UPSTREAM, *(s.name for s in recipe.stages)],
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    data.setdefault("started", data["updated"])
+    path.write_text(json.dumps(data, indent=2) + "\n")

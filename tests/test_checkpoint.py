@@ -1,0 +1,167 @@
+"""Checkpoint download against an HTTP server on 127.0.0.1 started here, with Range support
+written in the test's own handler, and a switch that cuts the connection mid-file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from migrate.checkpoint import DownloadError, checkpoint_spec, download
+from migrate.errors import RecipeError
+
+DATA = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: more than one read block
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+class Server:
+    """State shared with the handler: what it serves, how it misbehaves, what it saw."""
+
+    def __init__(self) -> None:
+        self.cut_after: list[int] = []  # per request, in order: close after this many bytes
+        self.honour_range = True
+        self.ranges: list[str | None] = []
+        self.url = ""
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    state = Server()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            header = self.headers.get("Range")
+            state.ranges.append(header)
+            start = 0
+            if header and state.honour_range:
+                start = int(header.removeprefix("bytes=").split("-")[0])
+                if start >= len(DATA):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(DATA)}")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(DATA) - 1}/{len(DATA)}")
+            else:
+                self.send_response(200)
+            body = DATA[start:]
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if state.cut_after:
+                self.wfile.write(body[: state.cut_after.pop(0)])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/model.ckpt"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_plain_download_checks_size_and_hash(server: Server, tmp_path: Path) -> None:
+    seen: list[tuple[int, int | None]] = []
+    dest = tmp_path / "models" / "model.ckpt"
+    result = download(server.url, dest, size=len(DATA), sha256=SHA,
+                      progress=lambda done, total: seen.append((done, total)))
+    assert dest.read_bytes() == DATA and result.resumed_from == 0
+    assert seen[-1] == (len(DATA), len(DATA))
+    assert not (tmp_path / "models" / "model.ckpt.part").exists()
+    again = download(server.url, dest, size=len(DATA), sha256=SHA)
+    assert again.already_there and len(server.ranges) == 1
+
+
+def test_resume_after_a_cut_connection(server: Server, tmp_path: Path) -> None:
+    dest = tmp_path / "model.ckpt"
+    server.cut_after = [300_000]
+    with pytest.raises(DownloadError, match="run again to resume"):
+        download(server.url, dest, size=len(DATA), retries=0)
+    part = tmp_path / "model.ckpt.part"
+    assert not dest.exists() and 0 < part.stat().st_size <= 300_000
+    have = part.stat().st_size
+    result = download(server.url, dest, size=len(DATA), sha256=SHA, retries=0)
+    assert server.ranges == [None, f"bytes={have}-"]
+    assert result.resumed_from == have and dest.read_bytes() == DATA and not part.exists()
+
+
+def test_retries_resume_within_one_call(server: Server, tmp_path: Path) -> None:
+    server.cut_after = [100_000, 200_000]
+    dest = tmp_path / "model.ckpt"
+    download(server.url, dest, sha256=SHA, retries=2)  # no size given: learnt from headers
+    assert dest.read_bytes() == DATA
+    assert server.ranges[0] is None and all(r and r.startswith("bytes=") for r in server.ranges[1:])
+
+
+def test_server_without_range_support_restarts(server: Server, tmp_path: Path) -> None:
+    server.honour_range = False
+    dest = tmp_path / "model.ckpt"
+    (tmp_path / "model.ckpt.part").write_bytes(b"garbage that must not be kept")
+    download(server.url, dest, size=len(DATA), sha256=SHA)
+    assert dest.read_bytes() == DATA
+
+
+def test_complete_part_is_finished_without_refetching(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "model.ckpt.part").write_bytes(DATA)
+    download(server.url, tmp_path / "model.ckpt", sha256=SHA)  # server answers 416
+    assert (tmp_path / "model.ckpt").read_bytes() == DATA
+
+
+def test_wrong_size_or_hash_is_an_error_and_nothing_is_renamed(server: Server,
+                                                                tmp_path: Path) -> None:
+    dest = tmp_path / "model.ckpt"
+    with pytest.raises(DownloadError, match="expected 5"):
+        download(server.url, dest, size=5, retries=0)
+    with pytest.raises(DownloadError, match="sha256 does not match"):
+        download(server.url, dest, sha256="0" * 64)
+    assert not dest.exists() and not (tmp_path / "model.ckpt.part").exists()
+    with pytest.raises(DownloadError, match="HTTP 404|only http"):
+        download("ftp://example.invalid/x", dest)
+
+
+def test_recipe_table_validation() -> None:
+    ok = checkpoint_spec({"url": "https://x/m.ckpt", "path": "models/m.ckpt", "size": 3}, "r.toml")
+    assert ok.size == 3 and ok.sha256 is None
+    for table, key in [({"path": "m"}, "url"), ({"url": "https://x", "path": "../m"}, "path"),
+                       ({"url": "https://x", "path": "m", "size": "big"}, "size"),
+                       ({"url": "https://x", "path": "m", "sha256": "abc"}, "sha256"),
+                       ({"url": "https://x", "path": "m", "md5": "x"}, "md5")]:
+        with pytest.raises(RecipeError, match=rf"r.toml: \[checkpoint\] {key}"):
+            checkpoint_spec(table, "r.toml")
+    with pytest.raises(RecipeError, match="no \\[checkpoint\\] table"):
+        checkpoint_spec(None, "r.toml")
+
+
+def test_cli_downloads_into_the_workspace(server: Server, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "recipes").mkdir(parents=True)
+    recipe = root / "recipes" / "x.toml"
+    recipe.write_text(
+        'upstream = "https://example.invalid/x.git"\n'
+        f'commit = "{"a" * 40}"\n'
+        f'[checkpoint]\nurl = "{server.url}"\npath = "models/model.ckpt"\n'
+        f"size = {len(DATA)}\nsha256 = \"{SHA}\"\n"
+    )
+    ws = tmp_path / "ws"
+    server.cut_after = [1000]
+    done = subprocess.run(
+        [sys.executable, "-m", "migrate", "checkpoint", "download", "--recipe", str(recipe),
+         "--workspace", str(ws)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert done.returncode == 0, done.stderr
+    assert (ws / "models" / "model.ckpt").read_bytes() == DATA
+    assert "resumed 1 time(s) after a cut connection" in done.stderr
+    assert server.ranges == [None, "bytes=1000-"]

@@ -1,0 +1,1 @@
+"""A tiny text-to-image "model" with the CUDA idioms of pesser/stable-diffusion's txt2img."""
