@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from migrate import stack
-from migrate.commands.options import recipe_option, workspace_option
+from migrate.commands.options import force_option, recipe_option, workspace_option
 from migrate.errors import ConflictError
 from migrate.recipe import load_recipe
 from migrate.workspace import path_for
@@ -21,11 +21,7 @@ def _offsets(offsets: list[stack.Offset]) -> str:
 @click.command()
 @click.argument("stage", required=False)
 @click.option("--check", is_flag=True, help="Apply nothing; report whether each stage applies.")
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Discard uncommitted edits, after saving them under .git/migrate/saved/.",
-)
+@force_option
 @recipe_option
 @workspace_option
 def apply(stage: str | None, check: bool, force: bool, recipe: str, workspace: str | None) -> None:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console, RenderableType
@@ -110,16 +111,7 @@ def report(inputs: tuple[str, ...], root: str | None, fmt: str, out: str | None,
 
     with _progress(inputs, "parsing") as on_bytes:
         result = logreport.build(list(inputs), root=root, on_bytes=on_bytes)
-    rows = None if limit == 0 else limit
-    if fmt == "json":
-        rendered: str | RenderableType = json.dumps(result.to_json(), indent=2) + "\n"
-    elif fmt == "md":
-        rendered = logreport.render_markdown(result, limit=rows)
-    elif fmt == "html":
-        rendered = logreport.render_html(result, limit=rows)
-    else:
-        rendered = logreport.render_table(result, limit=rows)
-    emit(rendered, out)
+    emit(_render(logreport, result, fmt, limit), out)
 
 
 @log.command()
@@ -144,13 +136,16 @@ def diff(before: str, after: str, fmt: str, out: str | None, limit: int) -> None
 
     with _progress((before, after), "parsing") as on_bytes:
         result = logdiff.diff([before], [after], on_bytes=on_bytes)
+    emit(_render(logdiff, result, fmt, limit), out)
+
+
+def _render(module: Any, result: Any, fmt: str, limit: int) -> str | RenderableType:
+    """Render a report or a diff: both modules have the same three renderers and to_json()."""
     rows = None if limit == 0 else limit
     if fmt == "json":
-        rendered: str | RenderableType = json.dumps(result.to_json(), indent=2) + "\n"
-    elif fmt == "md":
-        rendered = logdiff.render_markdown(result, limit=rows)
-    elif fmt == "html":
-        rendered = logdiff.render_html(result, limit=rows)
-    else:
-        rendered = logdiff.render_table(result, limit=rows)
-    emit(rendered, out)
+        return json.dumps(result.to_json(), indent=2) + "\n"
+    if fmt == "md":
+        return module.render_markdown(result, limit=rows)
+    if fmt == "html":
+        return module.render_html(result, limit=rows)
+    return module.render_table(result, limit=rows)

@@ -20,3 +20,9 @@ workspace_option = click.option(
     default=None,
     help="The upstream clone to work on [default: upstream/<recipe>].",
 )
+
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Discard uncommitted edits, after saving them under .git/migrate/saved/.",
+)

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from migrate import stack
-from migrate.commands.options import recipe_option, workspace_option
+from migrate.commands.options import force_option, recipe_option, workspace_option
 from migrate.errors import MigrateError
 from migrate.recipe import load_recipe
 from migrate.workspace import path_for
@@ -15,11 +15,7 @@ from migrate.workspace import path_for
 
 @click.command()
 @click.argument("stage", required=False)
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Discard uncommitted edits, after saving them under .git/migrate/saved/.",
-)
+@force_option
 @recipe_option
 @workspace_option
 def revert(stage: str | None, force: bool, recipe: str, workspace: str | None) -> None:
