@@ -11,12 +11,11 @@ Without those variables it does nothing.
 from __future__ import annotations
 
 import functools
-import importlib.abc
 import os
-import sys
 from types import ModuleType
 from typing import Any
 
+from migrate.importhook import when_imported
 from migrate.tokenizer import ENV_NAME, ENV_SHA256, check_loaded
 
 WATCHED = "transformers.tokenization_utils_base"
@@ -46,45 +45,13 @@ def wrap(module: ModuleType, name: str, expected_sha256: str) -> None:
     base.from_pretrained = classmethod(from_pretrained)
 
 
-class _Watcher(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the real loader of WATCHED so the guard goes in right after."""
-
-    def __init__(self, name: str, expected_sha256: str) -> None:
-        self.name = name
-        self.expected = expected_sha256
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != WATCHED:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None:
-                self._wrap_loader(spec.loader)
-                return spec
-        return None
-
-    def _wrap_loader(self, loader: Any) -> None:
-        exec_module = loader.exec_module
-
-        def exec_and_wrap(module: ModuleType) -> None:
-            exec_module(module)
-            wrap(module, self.name, self.expected)
-
-        loader.exec_module = exec_and_wrap
-
-
 def install() -> None:
     """Arm the guard from the environment (no-op when it names no expected vocabulary)."""
     expected = os.environ.get(ENV_SHA256)
     if not expected:
         return
     name = os.environ.get(ENV_NAME, "bert-base-uncased")
-    if WATCHED in sys.modules:
-        wrap(sys.modules[WATCHED], name, expected)
-    elif not any(isinstance(finder, _Watcher) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _Watcher(name, expected))
+    when_imported({WATCHED: functools.partial(wrap, name=name, expected_sha256=expected)})
 
 
 install()

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import importlib.abc
-import importlib.machinery
 import json
 import os
 import sys
@@ -26,6 +24,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from migrate.importhook import when_imported
 
 EVENTS_ENV = "MIGRATE_PROBE_EVENTS"
 TARGETS_ENV = "MIGRATE_PROBE_TARGETS"
@@ -208,50 +208,12 @@ class Probe:
 
     # -- import hook -----------------------------------------------------------------
     def install(self) -> None:
-        for name in list(self._by_module):
-            if name in sys.modules:
-                self.patch_module(sys.modules[name])
-        sys.meta_path.insert(0, _Finder(self))
+        when_imported({name: self.patch_module for name in self._by_module})
         atexit.register(self.finish)
 
     def finish(self) -> None:
         self.recorder.emit("end", batches=self.batches, steps=self.steps,
                            versions=_versions(), **_device_and_memory())
-
-
-class _Finder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: lets the real finder work, then patches the module after it runs."""
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname not in self.probe._by_module:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None:
-                spec.loader = _PatchingLoader(spec.loader, self.probe)
-                return spec
-        return None
-
-
-class _PatchingLoader(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader, probe: Probe) -> None:
-        self.loader = loader
-        self.probe = probe
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        self.loader.exec_module(module)
-        self.probe.patch_module(module)
-
-    def __getattr__(self, name: str) -> Any:  # get_source, is_package, ... for tools that ask
-        return getattr(self.loader, name)
 
 
 def _start() -> None:
