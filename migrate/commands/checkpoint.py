@@ -45,10 +45,11 @@ def download(recipe: str, workspace: str | None, url: str | None, dest: Path | N
     from migrate.checkpoint import checkpoint_spec
     from migrate.checkpoint import download as fetch
     from migrate.recipe import load_recipe
+    from migrate.workspace import path_for
 
     loaded = load_recipe(recipe, check_patches=False)
     spec = checkpoint_spec(loaded.checkpoint, loaded.path)
-    ws = Path(workspace) if workspace else loaded.default_workspace
+    ws = path_for(loaded, workspace)
     target = dest or ws / spec.path
     console = Console(stderr=True)
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),

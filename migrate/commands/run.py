@@ -56,11 +56,12 @@ def run(ctx: click.Context, recipe: str, workspace: str | None, through: str | N
     """
     from migrate import pipeline
     from migrate.recipe import load_recipe
+    from migrate.workspace import path_for
 
     loaded = load_recipe(recipe)
     if through is not None:
         loaded.stage(through)
-    ws = Path(workspace) if workspace else loaded.default_workspace
+    ws = path_for(loaded, workspace)
     options = pipeline.RunOptions(device=device, model=model, ckpt=ckpt,
                                   extra_args=passthrough(ctx), timeout=timeout)
     console = Console(stderr=True, highlight=False)

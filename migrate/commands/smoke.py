@@ -155,9 +155,10 @@ def smoke(ctx: click.Context, stage: str | None, recipe: str, workspace: str | N
     """
     from migrate import pipeline
     from migrate.recipe import load_recipe
+    from migrate.workspace import path_for
 
     loaded = load_recipe(recipe)
-    ws = Path(workspace) if workspace else loaded.default_workspace
+    ws = path_for(loaded, workspace)
     options = pipeline.RunOptions(device=device, model=model, ckpt=ckpt,
                                   extra_args=passthrough(ctx), timeout=timeout)
     console = Console(stderr=True, highlight=False)
