@@ -75,25 +75,51 @@ print(json.dumps({"seconds": dt, "cpu_seconds": usage.ru_utime + usage.ru_stime,
 
 APIS = [
     ("hpu_match", "torch.cuda.is_available", "", "torch.hpu.is_available()"),
-    ("hpu_match", "torch.Tensor.cuda", "device=None, non_blocking=False, ",
-     "torch.Tensor.to(device=hpu, non_blocking=False)"),
-    ("hpu_match", "torch.Tensor.to", "args=(device(type='cuda', index=0),), kwargs={{}}, ",
-     "torch.Tensor.to(args=('hpu',), kwargs={{}})"),
-    ("hpu_match", "torch.randn", "size=({s}), generator=None, out=None, dtype=None, "
-     "layout=torch.strided, device=cuda, requires_grad=False, ",
-     "torch.randn(size=({s}), device=hpu)"),
-    ("hpu_modified", "torch.cuda.FloatTensor", "args=(tensor({n}),), ",
-     "torch.FloatTensor(args=(tensor({n}),)).to(hpu)"),
-    ("hpu_match", "torch.autocast.__init__",
-     "device_type=cuda, dtype=None, enabled=True, cache_enabled=None, ",
-     "torch.autocast.__init__(device_type=hpu, dtype=None, enabled=True, cache_enabled=None, )"),
+    (
+        "hpu_match",
+        "torch.Tensor.cuda",
+        "device=None, non_blocking=False, ",
+        "torch.Tensor.to(device=hpu, non_blocking=False)",
+    ),
+    (
+        "hpu_match",
+        "torch.Tensor.to",
+        "args=(device(type='cuda', index=0),), kwargs={{}}, ",
+        "torch.Tensor.to(args=('hpu',), kwargs={{}})",
+    ),
+    (
+        "hpu_match",
+        "torch.randn",
+        "size=({s}), generator=None, out=None, dtype=None, "
+        "layout=torch.strided, device=cuda, requires_grad=False, ",
+        "torch.randn(size=({s}), device=hpu)",
+    ),
+    (
+        "hpu_modified",
+        "torch.cuda.FloatTensor",
+        "args=(tensor({n}),), ",
+        "torch.FloatTensor(args=(tensor({n}),)).to(hpu)",
+    ),
+    (
+        "hpu_match",
+        "torch.autocast.__init__",
+        "device_type=cuda, dtype=None, enabled=True, cache_enabled=None, ",
+        "torch.autocast.__init__(device_type=hpu, dtype=None, enabled=True, cache_enabled=None, )",
+    ),
     ("hpu_mismatch", "torch.cuda.nvtx.range_push", "msg=step {n}, ", "Dummy"),
-    ("hpu_match", "torch.distributed.init_process_group",
-     "backend=nccl, init_method=None, timeout=0:30:00, world_size=-1, rank=-1, ",
-     "change backend to hccl"),
-    ("hpu_match", "torch.utils.data.DataLoader.__init__",
-     "dataset=<ldm.data.Dataset object at 0x7f{n:x}>, batch_size=4, shuffle=False, "
-     "pin_memory=True, pin_memory_device=, ", "change pin_memory_device to hpu"),
+    (
+        "hpu_match",
+        "torch.distributed.init_process_group",
+        "backend=nccl, init_method=None, timeout=0:30:00, world_size=-1, rank=-1, ",
+        "change backend to hccl",
+    ),
+    (
+        "hpu_match",
+        "torch.utils.data.DataLoader.__init__",
+        "dataset=<ldm.data.Dataset object at 0x7f{n:x}>, batch_size=4, shuffle=False, "
+        "pin_memory=True, pin_memory_device=, ",
+        "change pin_memory_device to hpu",
+    ),
 ]
 FILES = [
     "scripts/txt2img.py",
@@ -106,8 +132,7 @@ FILES = [
 
 def make_sites(rng: random.Random, n: int = 400) -> list[tuple[str, int, int]]:
     """Call sites (file, line, API index): a real program calls each API from fixed lines."""
-    return [(rng.choice(FILES), rng.randrange(1, 2000), rng.randrange(len(APIS)))
-            for _ in range(n)]
+    return [(rng.choice(FILES), rng.randrange(1, 2000), rng.randrange(len(APIS))) for _ in range(n)]
 
 
 def make_block(rng: random.Random, sites: list[tuple[str, int, int]], target_bytes: int) -> bytes:
@@ -153,7 +178,10 @@ def run_child(mode: str, path: Path) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, mode, str(path)],
-        capture_output=True, text=True, check=True, cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=repo,
     )
     result = json.loads(proc.stdout)
     result["wall"] = time.perf_counter() - start
@@ -177,14 +205,17 @@ def main() -> None:
 
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        grep = subprocess.run(["grep", "-c", "-F", " --> ", str(log)],
-                              capture_output=True, text=True)
+        grep = subprocess.run(
+            ["grep", "-c", "-F", " --> ", str(log)], capture_output=True, text=True
+        )
         grep_s = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         grep_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         grep_count = int(grep.stdout.strip() or 0)
-        print(f"grep -c         : {grep_s:7.2f}s wall {mb / grep_s:7.1f} MB/s | "
-              f"{grep_cpu:6.2f}s cpu {mb / max(grep_cpu, 1e-9):7.1f} MB/s  lines={grep_count}")
+        print(
+            f"grep -c         : {grep_s:7.2f}s wall {mb / grep_s:7.1f} MB/s | "
+            f"{grep_cpu:6.2f}s cpu {mb / max(grep_cpu, 1e-9):7.1f} MB/s  lines={grep_count}"
+        )
 
         rows = [("parse", run_child("parse", log))]
         if opts.report:
@@ -207,20 +238,26 @@ def main() -> None:
             fold, report = results["fold"], results["report"]
             if fold["call_sites"] != report["call_sites"]:
                 print(f"  MISMATCH: call sites {report['call_sites']} vs {fold['call_sites']}")
-            print(f"logreport.build vs iter_fields+fold (before tally_fields): "
-                  f"x{fold['seconds'] / report['seconds']:.2f} wall, "
-                  f"x{fold['cpu_seconds'] / report['cpu_seconds']:.2f} cpu")
+            print(
+                f"logreport.build vs iter_fields+fold (before tally_fields): "
+                f"x{fold['seconds'] / report['seconds']:.2f} wall, "
+                f"x{fold['cpu_seconds'] / report['cpu_seconds']:.2f} cpu"
+            )
         for mode, res in rows:
             if mode == "fold":
                 continue
             ok_speed = mb / res["seconds"] >= 100
             ok_cpu = mb / res["cpu_seconds"] >= 100
             ok_rss = res["peak_rss_mb"] < 150
-            print(f"{mode}: goal >=100 MB/s {'met' if ok_speed else 'NOT met'} (wall), "
-                  f"{'met' if ok_cpu else 'NOT met'} (cpu); "
-                  f"peak RSS <150 MB {'met' if ok_rss else 'NOT met'}")
-        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
-              f"on {os.cpu_count()} CPUs (other work on the machine slows the wall times)")
+            print(
+                f"{mode}: goal >=100 MB/s {'met' if ok_speed else 'NOT met'} (wall), "
+                f"{'met' if ok_cpu else 'NOT met'} (cpu); "
+                f"peak RSS <150 MB {'met' if ok_rss else 'NOT met'}"
+            )
+        print(
+            f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+            f"on {os.cpu_count()} CPUs (other work on the machine slows the wall times)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -34,11 +34,13 @@ from migrate.smoke.spec import parse_spec  # noqa: E402
 
 
 def sh(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
-    done = subprocess.run(list(argv), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        list(argv), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     if done.returncode != 0:
-        sys.exit(f"benchmark step failed ({done.returncode}): {' '.join(argv)}\n"
-                 f"{done.stderr[-3000:]}")
+        sys.exit(
+            f"benchmark step failed ({done.returncode}): {' '.join(argv)}\n{done.stderr[-3000:]}"
+        )
 
 
 def manual(recipe_path: Path, source: str, work: Path, runs: Path) -> float:
@@ -61,26 +63,58 @@ def manual(recipe_path: Path, source: str, work: Path, runs: Path) -> float:
         env = shim_env("cpu", out / "logs", boot_modules=model.boot_modules)
         env.update(model.env)
         env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(ws)])
-        sh(sys.executable, spec.script, *spec.args, *spec.model_args(spec.default_model),
-           *model.args, spec.outdir_option, str(out), cwd=ws, env=env)
+        sh(
+            sys.executable,
+            spec.script,
+            *spec.args,
+            *spec.model_args(spec.default_model),
+            *model.args,
+            spec.outdir_option,
+            str(out),
+            cwd=ws,
+            env=env,
+        )
     return time.perf_counter() - start
 
 
 def migrate_run(recipe_path: Path, source: str, work: Path, runs: Path, run_id: str) -> float:
     start = time.perf_counter()
-    sh(sys.executable, "-m", "migrate", "run", "--recipe", str(recipe_path), "--source", source,
-       "--workspace", str(work / "migrate-ws"), "--runs-dir", str(runs), "--device", "cpu",
-       "--run-id", run_id)
+    sh(
+        sys.executable,
+        "-m",
+        "migrate",
+        "run",
+        "--recipe",
+        str(recipe_path),
+        "--source",
+        source,
+        "--workspace",
+        str(work / "migrate-ws"),
+        "--runs-dir",
+        str(runs),
+        "--device",
+        "cpu",
+        "--run-id",
+        run_id,
+    )
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="timed pairs (default: 3 for the toy, 1 for the real upstream)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP_NUM_THREADS for both sides (default 1: on a shared 2-core "
-                             "machine, torch's spinning threads make timings erratic)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="timed pairs (default: 3 for the toy, 1 for the real upstream)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS for both sides (default 1: on a shared 2-core "
+        "machine, torch's spinning threads make timings erratic)",
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     source = os.environ.get("MIGRATE_SOURCE")
@@ -109,12 +143,20 @@ def main() -> None:
                 else:
                     times[side].append(migrate_run(recipe_path, source, work, runs, f"r{i}"))
         m, r = statistics.median(times["manual"]), statistics.median(times["migrate"])
-        print(f"upstream: {label}, stages: all, device: cpu (emulator), pairs: {repeat}, "
-              f"OMP_NUM_THREADS={args.threads}")
-        print("manual (clone, checkout, git apply + script per stage): "
-              + ", ".join(f"{t:.2f}" for t in times["manual"]) + f" s; median {m:.2f} s")
-        print("migrate run (same, plus probe, metrics and reports):    "
-              + ", ".join(f"{t:.2f}" for t in times["migrate"]) + f" s; median {r:.2f} s")
+        print(
+            f"upstream: {label}, stages: all, device: cpu (emulator), pairs: {repeat}, "
+            f"OMP_NUM_THREADS={args.threads}"
+        )
+        print(
+            "manual (clone, checkout, git apply + script per stage): "
+            + ", ".join(f"{t:.2f}" for t in times["manual"])
+            + f" s; median {m:.2f} s"
+        )
+        print(
+            "migrate run (same, plus probe, metrics and reports):    "
+            + ", ".join(f"{t:.2f}" for t in times["migrate"])
+            + f" s; median {r:.2f} s"
+        )
         print(f"ratio migrate run / manual: {r / m:.3f}x (goal <= 1.10x)")
 
 

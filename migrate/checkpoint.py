@@ -86,9 +86,16 @@ def checkpoint_spec(table: dict[str, Any] | None, source: Path | str) -> Checkpo
     return CheckpointSpec(url, path, size, digest)
 
 
-def download(url: str, dest: Path, *, size: int | None = None, sha256: str | None = None,
-             progress: Progress | None = None, retries: int = 3,
-             timeout: float = 60.0) -> Downloaded:
+def download(
+    url: str,
+    dest: Path,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    progress: Progress | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+) -> Downloaded:
     """Fetch `url` into `dest`, resuming `dest.part`; retry a cut connection `retries` times."""
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"{url}: only http(s) URLs can be downloaded")
@@ -113,7 +120,8 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
                 have = part.stat().st_size if part.is_file() else 0
                 raise DownloadError(
                     f"{url}: download interrupted at {have} bytes ({exc}); run again to resume "
-                    f"from {part}") from exc
+                    f"from {part}"
+                ) from exc
 
     got = part.stat().st_size
     expected = size if size is not None else total
@@ -127,8 +135,9 @@ def download(url: str, dest: Path, *, size: int | None = None, sha256: str | Non
     return Downloaded(dest, got, resumed_from, retries=attempt)
 
 
-def _fetch(url: str, part: Path, size: int | None, progress: Progress | None,
-           timeout: float) -> int | None:
+def _fetch(
+    url: str, part: Path, size: int | None, progress: Progress | None, timeout: float
+) -> int | None:
     """One request: continue `part` from its current length; return the total size if told."""
     have = part.stat().st_size if part.is_file() else 0
     if size is not None and have == size:

@@ -85,11 +85,13 @@ def load_run(run_dir: Path) -> RunReport:
         if stages:
             prev, first = stages[-1], stages[0]
             report.identical_to_previous, report.psnr_previous = _same_samples(
-                run_dir / prev.name, prev.metrics, run_dir / name, metrics)
+                run_dir / prev.name, prev.metrics, run_dir / name, metrics
+            )
             report.speedup_previous = _ratio(_latency(prev.metrics), _latency(metrics))
             report.speedup_first = _ratio(_latency(first.metrics), _latency(metrics))
-            report.log_changes = _log_changes(run_dir / prev.name / prev.metrics.logs_dir,
-                                              run_dir / name / metrics.logs_dir)
+            report.log_changes = _log_changes(
+                run_dir / prev.name / prev.metrics.logs_dir, run_dir / name / metrics.logs_dir
+            )
         stages.append(report)
     return RunReport(run_dir, run, stages)
 
@@ -112,6 +114,7 @@ def cross(a: RunReport, b: RunReport) -> list[CrossStage]:
 
 # -- derived values ----------------------------------------------------------------------
 
+
 def _latency(m: StageMetrics) -> float | None:
     """The latency speed-ups are computed from: steady state if measured, else the one batch."""
     if not m.ok:
@@ -123,15 +126,17 @@ def _ratio(before: float | None, after: float | None) -> float | None:
     return before / after if before and after else None
 
 
-def _same_samples(dir_a: Path, a: StageMetrics, dir_b: Path, b: StageMetrics
-                  ) -> tuple[bool | None, float | None]:
+def _same_samples(
+    dir_a: Path, a: StageMetrics, dir_b: Path, b: StageMetrics
+) -> tuple[bool | None, float | None]:
     """Byte-identical sample lists? If not, the mean PSNR over samples of the same name."""
     if not a.samples or not b.samples:
         return None, None
     if [s.sha256 for s in a.samples] == [s.sha256 for s in b.samples]:
         return True, math.inf
-    pairs = [(dir_a / sa.path, dir_b / sb.path)
-             for sa, sb in zip(a.samples, b.samples, strict=False)]
+    pairs = [
+        (dir_a / sa.path, dir_b / sb.path) for sa, sb in zip(a.samples, b.samples, strict=False)
+    ]
     values = [v for pa, pb in pairs if (v := psnr(pa, pb)) is not None]
     return False, (sum(values) / len(values) if values else None)
 
@@ -180,6 +185,7 @@ def _log_changes(before: Path, after: Path) -> dict[str, Any] | None:
 
 
 # -- rendering ---------------------------------------------------------------------------
+
 
 def _s(value: float | None, unit: str = "s", digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f} {unit}".rstrip()
@@ -235,9 +241,23 @@ def _patch(m: StageMetrics) -> str:
     return f"{p.files} files, {p.hunks} hunks, +{p.added}/-{p.removed}"
 
 
-HEADERS = ["Stage", "Patch", "Offsets", "Status", "Device", "Model", "First batch",
-           "Steady batch", "Samples/s", "vs prev", "vs first", "Peak memory",
-           "Samples vs prev", "Log tags", "Log vs prev"]
+HEADERS = [
+    "Stage",
+    "Patch",
+    "Offsets",
+    "Status",
+    "Device",
+    "Model",
+    "First batch",
+    "Steady batch",
+    "Samples/s",
+    "vs prev",
+    "vs first",
+    "Peak memory",
+    "Samples vs prev",
+    "Log tags",
+    "Log vs prev",
+]
 
 
 def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
@@ -245,32 +265,57 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
     rows = []
     for s in report.stages:
         m = s.metrics
-        rows.append([
-            m.stage, _patch(m), str(len(m.patch.offsets)) if m.patch.files is not None else "-",
-            m.status if m.ok else f"FAILED: {m.reason}", _device(m), _model(m),
-            _s(m.timing.first_batch_s), _s(m.timing.steady_batch_s),
-            "-" if m.timing.samples_per_s is None else f"{m.timing.samples_per_s:.2f}",
-            _x(s.speedup_previous), _x(s.speedup_first), _mb(m),
-            _same(s.identical_to_previous, s.psnr_previous), _tags(s.log_by_tag),
-            _changes(s.log_changes),
-        ])
+        rows.append(
+            [
+                m.stage,
+                _patch(m),
+                str(len(m.patch.offsets)) if m.patch.files is not None else "-",
+                m.status if m.ok else f"FAILED: {m.reason}",
+                _device(m),
+                _model(m),
+                _s(m.timing.first_batch_s),
+                _s(m.timing.steady_batch_s),
+                "-" if m.timing.samples_per_s is None else f"{m.timing.samples_per_s:.2f}",
+                _x(s.speedup_previous),
+                _x(s.speedup_first),
+                _mb(m),
+                _same(s.identical_to_previous, s.psnr_previous),
+                _tags(s.log_by_tag),
+                _changes(s.log_changes),
+            ]
+        )
     return HEADERS, rows
 
 
-CROSS_HEADERS = ["Stage", "Status A", "Status B", "Device A", "Device B", "Latency A",
-                 "Latency B", "B vs A", "Samples A vs B"]
+CROSS_HEADERS = [
+    "Stage",
+    "Status A",
+    "Status B",
+    "Device A",
+    "Device B",
+    "Latency A",
+    "Latency B",
+    "B vs A",
+    "Samples A vs B",
+]
 
 
 def cross_rows(rows: list[CrossStage]) -> tuple[list[str], list[list[str]]]:
     out = []
     for r in rows:
-        out.append([
-            r.stage,
-            r.a.status if r.a else "absent", r.b.status if r.b else "absent",
-            _device(r.a) if r.a else "-", _device(r.b) if r.b else "-",
-            _s(_latency(r.a)) if r.a else "-", _s(_latency(r.b)) if r.b else "-",
-            _x(r.speedup), _same(r.identical, r.psnr),
-        ])
+        out.append(
+            [
+                r.stage,
+                r.a.status if r.a else "absent",
+                r.b.status if r.b else "absent",
+                _device(r.a) if r.a else "-",
+                _device(r.b) if r.b else "-",
+                _s(_latency(r.a)) if r.a else "-",
+                _s(_latency(r.b)) if r.b else "-",
+                _x(r.speedup),
+                _same(r.identical, r.psnr),
+            ]
+        )
     return CROSS_HEADERS, out
 
 
@@ -282,20 +327,26 @@ def transposed(headers: list[str], rows: list[list[str]]) -> tuple[list[str], li
 
 def _columns(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(x) for x in col) for col in zip(headers, *rows, strict=False)]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
-            for r in [headers, *rows]]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
+        for r in [headers, *rows]
+    ]
 
 
 def notes(report: RunReport) -> list[str]:
     """Lines a reader must not miss: random weights, failures and where their logs are."""
     lines = []
     if any(s.metrics.model.random_weights for s in report.stages):
-        lines.append("Weights are random (seeded): samples show the port works and is "
-                     "deterministic, not image quality.")
+        lines.append(
+            "Weights are random (seeded): samples show the port works and is "
+            "deterministic, not image quality."
+        )
     for s in report.stages:
         if not s.metrics.ok:
-            lines.append(f"Stage {s.name} failed: {s.metrics.reason} "
-                         f"(full log: {report.run_dir / s.name / s.metrics.stderr})")
+            lines.append(
+                f"Stage {s.name} failed: {s.metrics.reason} "
+                f"(full log: {report.run_dir / s.name / s.metrics.stderr})"
+            )
     return lines
 
 
@@ -304,8 +355,11 @@ def to_markdown(report: RunReport, against: RunReport | None = None) -> str:
     run = report.run
     lines = [f"## migrate run `{report.run_id}`", ""]
     if run:
-        lines += [f"Recipe `{run.get('recipe')}`, upstream `{run.get('upstream')}` at "
-                  f"`{str(run.get('commit', ''))[:12]}`.", ""]
+        lines += [
+            f"Recipe `{run.get('recipe')}`, upstream `{run.get('upstream')}` at "
+            f"`{str(run.get('commit', ''))[:12]}`.",
+            "",
+        ]
     lines += _md_table(headers, rows)
     extra = notes(report)
     if extra:
@@ -334,14 +388,24 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
                 data[key] = "inf"
         return data
 
-    out: dict[str, Any] = {"run_id": report.run_id, "run": report.run,
-                           "stages": [stage(s) for s in report.stages], "notes": notes(report)}
+    out: dict[str, Any] = {
+        "run_id": report.run_id,
+        "run": report.run,
+        "stages": [stage(s) for s in report.stages],
+        "notes": notes(report),
+    }
     if against is not None:
         out["against"] = {
             "run_id": against.run_id,
-            "stages": [{"stage": r.stage, "identical": r.identical,
-                        "psnr": "inf" if r.psnr is not None and math.isinf(r.psnr) else r.psnr,
-                        "speedup": r.speedup} for r in cross(report, against)],
+            "stages": [
+                {
+                    "stage": r.stage,
+                    "identical": r.identical,
+                    "psnr": "inf" if r.psnr is not None and math.isinf(r.psnr) else r.psnr,
+                    "speedup": r.speedup,
+                }
+                for r in cross(report, against)
+            ],
         }
     return out
 
@@ -386,12 +450,17 @@ def to_html(report: RunReport, against: RunReport | None = None) -> str:
         f"{esc(str(report.run.get('commit', ''))[:12])}</p>",
         table(headers, rows),
         "".join(f"<p><b>{esc(n)}</b></p>" for n in notes(report)),
-        "<h2>Sample grids</h2>", figures(report),
+        "<h2>Sample grids</h2>",
+        figures(report),
     ]
     if against is not None:
         h2, r2 = cross_rows(cross(report, against))
-        parts += [f"<h2>{esc(report.run_id)} (A) vs {esc(against.run_id)} (B)</h2>",
-                  table(h2, r2), f"<h3>{esc(against.run_id)}</h3>", figures(against)]
+        parts += [
+            f"<h2>{esc(report.run_id)} (A) vs {esc(against.run_id)} (B)</h2>",
+            table(h2, r2),
+            f"<h3>{esc(against.run_id)}</h3>",
+            figures(against),
+        ]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -91,12 +91,23 @@ class LogDiff:
         """The stable machine format (schema in the module docstring)."""
 
         def side(report: Report) -> dict:
-            return {"inputs": list(report.inputs), "records": report.records,
-                    "malformed_total": report.malformed_total}
+            return {
+                "inputs": list(report.inputs),
+                "records": report.records,
+                "malformed_total": report.malformed_total,
+            }
 
         def counts(changes: list[CountChange], name: str) -> list[dict]:
-            return [{name: c.key, "before": c.before, "after": c.after, "delta": c.delta,
-                     "status": c.status} for c in changes]
+            return [
+                {
+                    name: c.key,
+                    "before": c.before,
+                    "after": c.after,
+                    "delta": c.delta,
+                    "status": c.status,
+                }
+                for c in changes
+            ]
 
         return {
             "schema": SCHEMA,
@@ -105,9 +116,17 @@ class LogDiff:
             "by_tag": counts(self.tags, "tag"),
             "by_api": counts(self.apis, "api"),
             "call_sites": [
-                {"path": s.path, "line_before": s.line_before, "line_after": s.line_after,
-                 "api": s.api, "before": s.before, "after": s.after, "delta": s.delta,
-                 "status": s.status, "context": s.context}
+                {
+                    "path": s.path,
+                    "line_before": s.line_before,
+                    "line_after": s.line_after,
+                    "api": s.api,
+                    "before": s.before,
+                    "after": s.after,
+                    "delta": s.delta,
+                    "status": s.status,
+                    "context": s.context,
+                }
                 for s in self.sites
             ],
             "unchanged": dict(self.unchanged),
@@ -164,8 +183,9 @@ def compare(before: Report, after: Report) -> LogDiff:
             if x == y:
                 same_sites += 1
             else:
-                result.sites.append(SiteChange(key[0], key[1], key[1], key[2], x, y,
-                                               "changed", b_ctx[key]))
+                result.sites.append(
+                    SiteChange(key[0], key[1], key[1], key[2], x, y, "changed", b_ctx[key])
+                )
         elif x:
             removed.append(key)
         else:
@@ -188,15 +208,27 @@ def compare(before: Report, after: Report) -> LogDiff:
         if candidates:
             new = candidates.pop(0)
             moved_to.add(new)
-            result.sites.append(SiteChange(key[0], key[1], new[1], key[2], a_counts[key],
-                                           b_counts[new], "moved", b_ctx[new]))
+            result.sites.append(
+                SiteChange(
+                    key[0],
+                    key[1],
+                    new[1],
+                    key[2],
+                    a_counts[key],
+                    b_counts[new],
+                    "moved",
+                    b_ctx[new],
+                )
+            )
         else:
-            result.sites.append(SiteChange(key[0], key[1], None, key[2], a_counts[key], 0,
-                                           "removed", a_ctx[key]))
+            result.sites.append(
+                SiteChange(key[0], key[1], None, key[2], a_counts[key], 0, "removed", a_ctx[key])
+            )
     for key in added:
         if key not in moved_to:
-            result.sites.append(SiteChange(key[0], None, key[1], key[2], 0, b_counts[key],
-                                           "added", b_ctx[key]))
+            result.sites.append(
+                SiteChange(key[0], None, key[1], key[2], 0, b_counts[key], "added", b_ctx[key])
+            )
     result.sites.sort(key=lambda s: (s.path, s.line_after or s.line_before or 0, s.api))
     result.unchanged = {"tags": same_tags, "apis": same_apis, "call_sites": same_sites}
     return result
@@ -208,10 +240,13 @@ def compare(before: Report, after: Report) -> LogDiff:
 
 def _summary(d: LogDiff) -> str:
     by_status = Counter(s.status for s in d.sites)
-    parts = ", ".join(f"{by_status[k]} {k}" for k in ("added", "removed", "changed", "moved")
-                      if by_status[k])
-    return (f"before: {d.before.records} records, after: {d.after.records} records; "
-            f"call sites: {parts or 'no change'} ({d.unchanged['call_sites']} unchanged)")
+    parts = ", ".join(
+        f"{by_status[k]} {k}" for k in ("added", "removed", "changed", "moved") if by_status[k]
+    )
+    return (
+        f"before: {d.before.records} records, after: {d.after.records} records; "
+        f"call sites: {parts or 'no change'} ({d.unchanged['call_sites']} unchanged)"
+    )
 
 
 def _signed(n: int) -> str:
@@ -231,8 +266,13 @@ def render_table(d: LogDiff, limit: int | None = 30) -> RenderableType:
         table.add_column("status", no_wrap=True)
         shown = changes if limit is None else changes[:limit]
         for c in shown:
-            table.add_row(escape(c.key), str(c.before), str(c.after), _signed(c.delta),
-                          f"[{_STYLE[c.status]}]{c.status}[/]")
+            table.add_row(
+                escape(c.key),
+                str(c.before),
+                str(c.after),
+                _signed(c.delta),
+                f"[{_STYLE[c.status]}]{c.status}[/]",
+            )
         if len(shown) < len(changes):
             table.caption = f"{len(changes) - len(shown)} more"
         return table
@@ -250,8 +290,14 @@ def render_table(d: LogDiff, limit: int | None = 30) -> RenderableType:
         table.add_column("context", overflow="ellipsis", max_width=30, ratio=1)
         shown = d.sites if limit is None else d.sites[:limit]
         for s in shown:
-            table.add_row(escape(s.where), escape(s.api), str(s.before), str(s.after),
-                          f"[{_STYLE[s.status]}]{s.status}[/]", escape((s.context or "").strip()))
+            table.add_row(
+                escape(s.where),
+                escape(s.api),
+                str(s.before),
+                str(s.after),
+                f"[{_STYLE[s.status]}]{s.status}[/]",
+                escape((s.context or "").strip()),
+            )
         if len(shown) < len(d.sites):
             table.caption = f"{len(d.sites) - len(shown)} more"
         parts.append(table)
@@ -265,9 +311,12 @@ def _md(text: str) -> str:
 
 def _md_table(headers: Sequence[str], rows: list[list[str]], limit: int | None) -> list[str]:
     shown = rows if limit is None else rows[:limit]
-    out = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join("---:" if h in ("before", "after", "delta") else "---"
-                          for h in headers) + "|"]
+    out = [
+        "| " + " | ".join(headers) + " |",
+        "|"
+        + "|".join("---:" if h in ("before", "after", "delta") else "---" for h in headers)
+        + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in shown]
     if len(shown) < len(rows):
         out += ["", f"_{len(rows) - len(shown)} more not shown (see --format json)._"]
@@ -278,16 +327,38 @@ def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
     lines = ["## GPU Migration log diff", "", _summary(d) + ".", ""]
     for title, changes, label in (("Tags", d.tags, "tag"), ("APIs", d.apis, "API")):
         if changes:
-            lines += [f"### {title}", "", *_md_table(
-                [label, "before", "after", "delta", "status"],
-                [[_md(c.key), str(c.before), str(c.after), _signed(c.delta), c.status]
-                 for c in changes], limit)]
+            lines += [
+                f"### {title}",
+                "",
+                *_md_table(
+                    [label, "before", "after", "delta", "status"],
+                    [
+                        [_md(c.key), str(c.before), str(c.after), _signed(c.delta), c.status]
+                        for c in changes
+                    ],
+                    limit,
+                ),
+            ]
     if d.sites:
-        lines += ["### Call sites", "", *_md_table(
-            ["file:line", "API", "before", "after", "status", "context"],
-            [[_md(s.where), _md(s.api), str(s.before), str(s.after), s.status,
-              _md(s.context.strip()) if s.context and s.context.strip() else ""]
-             for s in d.sites], limit)]
+        lines += [
+            "### Call sites",
+            "",
+            *_md_table(
+                ["file:line", "API", "before", "after", "status", "context"],
+                [
+                    [
+                        _md(s.where),
+                        _md(s.api),
+                        str(s.before),
+                        str(s.after),
+                        s.status,
+                        _md(s.context.strip()) if s.context and s.context.strip() else "",
+                    ]
+                    for s in d.sites
+                ],
+                limit,
+            ),
+        ]
     if not (d.tags or d.apis or d.sites):
         lines += ["No differences.", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -308,19 +379,30 @@ def render_html(d: LogDiff, limit: int | None = 200) -> str:
             rows = "".join(
                 f"<tr style='background:{colors[c.status]}'><td><code>{h(c.key)}</code></td>"
                 f"<td class=n>{c.before}</td><td class=n>{c.after}</td>"
-                f"<td class=n>{_signed(c.delta)}</td><td>{c.status}</td></tr>" for c in shown)
-            body.append(f"<h2>{title}</h2><table><tr><th>name</th><th>before</th><th>after</th>"
-                        f"<th>delta</th><th>status</th></tr>{rows}</table>")
+                f"<td class=n>{_signed(c.delta)}</td><td>{c.status}</td></tr>"
+                for c in shown
+            )
+            body.append(
+                f"<h2>{title}</h2><table><tr><th>name</th><th>before</th><th>after</th>"
+                f"<th>delta</th><th>status</th></tr>{rows}</table>"
+            )
     if d.sites:
         shown_sites = d.sites if limit is None else d.sites[:limit]
         rows = "".join(
             f"<tr style='background:{colors[s.status]}'><td><code>{h(s.where)}</code></td>"
             f"<td><code>{h(s.api)}</code></td><td class=n>{s.before}</td>"
             f"<td class=n>{s.after}</td><td>{s.status}</td>"
-            f"<td><code>{h((s.context or '').strip())}</code></td></tr>" for s in shown_sites)
-        body.append("<h2>Call sites</h2><table><tr><th>file:line</th><th>API</th>"
-                    "<th>before</th><th>after</th><th>status</th><th>context</th></tr>"
-                    f"{rows}</table>")
-    return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-            f"<title>GPU Migration log diff</title><style>{_CSS}</style></head><body>"
-            + "\n".join(body) + "</body></html>\n")
+            f"<td><code>{h((s.context or '').strip())}</code></td></tr>"
+            for s in shown_sites
+        )
+        body.append(
+            "<h2>Call sites</h2><table><tr><th>file:line</th><th>API</th>"
+            "<th>before</th><th>after</th><th>status</th><th>context</th></tr>"
+            f"{rows}</table>"
+        )
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>GPU Migration log diff</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )

@@ -182,7 +182,12 @@ def tally_fields(
     for name, raw in _open_inputs(inputs):
         source = "<stdin>" if name == STDIN else name
         match = partial(
-            _tally_text, source=source, sink=sink, ints={}, tally=tally, decoded=decoded,
+            _tally_text,
+            source=source,
+            sink=sink,
+            ints={},
+            tally=tally,
+            decoded=decoded,
             keep_rest=keep_rest,
         )
         for _ in _parse_stream(raw, source, sink, on_bytes, match):
@@ -209,7 +214,12 @@ def _tally_text(
         _fold(fields, tally, keep_rest)
         return [], carry, line_no
     count = partial(
-        _tally_piece, source=source, sink=sink, ints=ints, tally=tally, decoded=decoded,
+        _tally_piece,
+        source=source,
+        sink=sink,
+        ints=ints,
+        tally=tally,
+        decoded=decoded,
         keep_rest=keep_rest,
     )
     return [], text[cut:], count(text[:cut], line_no)[0]
@@ -242,8 +252,13 @@ def _tally_piece(
         half = _safe_cut(piece, middle) if middle > 0 else 0
         if half > 0:
             count = partial(
-                _tally_piece, source=source, sink=sink, ints=ints, tally=tally,
-                decoded=decoded, keep_rest=keep_rest,
+                _tally_piece,
+                source=source,
+                sink=sink,
+                ints=ints,
+                tally=tally,
+                decoded=decoded,
+                keep_rest=keep_rest,
             )
             line_no, refused = count(piece[:half], line_no)
             return count(piece[half:], line_no, halve=not refused)[0], True
@@ -302,8 +317,9 @@ def _count_well_formed(
         all(map(str.startswith, headers, repeat("[")))
         and (
             all(map(str.startswith, contexts, repeat("    [context]:")))  # GPU Migration's
-            or all(map(str.startswith, map(str.lstrip, contexts, repeat(" \t")),
-                       repeat("[context]:")))
+            or all(
+                map(str.startswith, map(str.lstrip, contexts, repeat(" \t")), repeat("[context]:"))
+            )
         )
         # " --> " anywhere: _decode_key rejects one before the call's "(".
         and all(map(str.__contains__, tags, repeat(ARROW)))

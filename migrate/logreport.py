@@ -152,8 +152,13 @@ class Report:
             mis = self.mismatches.get(mkey)
             if mis is None:
                 mis = self.mismatches[mkey] = Mismatch(
-                    record.path, record.line, record.api, record.args, record.replacement,
-                    record.context, record.tag,
+                    record.path,
+                    record.line,
+                    record.api,
+                    record.args,
+                    record.replacement,
+                    record.context,
+                    record.tag,
                 )
             mis.count += count
         elif is_free_text(record.replacement):
@@ -306,13 +311,20 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
     """Rich tables for the terminal; the longest lists are cut to `limit` rows (None: all)."""
     parts: list[RenderableType] = []
     summary = Text.assemble(
-        ("records ", "bold"), str(report.records), "   ",
-        ("logs ", "bold"), str(len(report.logs)), "   ",
-        ("call sites ", "bold"), str(len(report.call_sites)), "   ",
-        ("mismatches ", "bold"), (str(sum(m.count for m in report.mismatches.values())),
-                                  "red" if report.mismatches else ""), "   ",
-        ("malformed lines ", "bold"), (str(report.malformed_total),
-                                       "yellow" if report.malformed_total else ""),
+        ("records ", "bold"),
+        str(report.records),
+        "   ",
+        ("logs ", "bold"),
+        str(len(report.logs)),
+        "   ",
+        ("call sites ", "bold"),
+        str(len(report.call_sites)),
+        "   ",
+        ("mismatches ", "bold"),
+        (str(sum(m.count for m in report.mismatches.values())), "red" if report.mismatches else ""),
+        "   ",
+        ("malformed lines ", "bold"),
+        (str(report.malformed_total), "yellow" if report.malformed_total else ""),
     )
     parts.append(summary)
 
@@ -328,8 +340,9 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
         return table
 
     side = Table.grid(padding=(0, 4))
-    side.add_row(counts("By tag", report.by_tag, "tag"),
-                 counts("By origin", report.by_origin, "origin"))
+    side.add_row(
+        counts("By tag", report.by_tag, "tag"), counts("By origin", report.by_origin, "origin")
+    )
     parts.append(side)
     parts.append(counts("By API", report.by_api, "API"))
     parts.append(counts("By file", report.by_file, "file"))
@@ -341,22 +354,36 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
     sites.add_column("API", overflow="fold", min_width=16)
     sites.add_column("context", overflow="ellipsis", max_width=40, ratio=1)
     for site in _top_sites(report, limit):
-        _row(sites, f"{site.path}:{site.line}", site.origin, str(site.count),
-                      _apis_text(site), clip(site.context, 40))
+        _row(
+            sites,
+            f"{site.path}:{site.line}",
+            site.origin,
+            str(site.count),
+            _apis_text(site),
+            clip(site.context, 40),
+        )
     if limit is not None and len(report.call_sites) > limit:
         sites.caption = f"{len(report.call_sites) - limit} more call sites"
     parts.append(sites)
 
     if report.mismatches:
-        mis = Table(title="Mismatches: no Gaudi equivalent (fix these)", title_justify="left",
-                    title_style="bold red")
+        mis = Table(
+            title="Mismatches: no Gaudi equivalent (fix these)",
+            title_justify="left",
+            title_style="bold red",
+        )
         mis.add_column("file:line", overflow="fold")
         mis.add_column("API", overflow="fold")
         mis.add_column("replaced by")
         mis.add_column("count", justify="right", no_wrap=True)
         for _, m in sorted(report.mismatches.items()):
-            _row(mis, f"{m.path}:{m.line}", f"{m.api}({clip(m.args, 50)})",
-                        clip(m.replacement, 40), str(m.count))
+            _row(
+                mis,
+                f"{m.path}:{m.line}",
+                f"{m.api}({clip(m.args, 50)})",
+                clip(m.replacement, 40),
+                str(m.count),
+            )
         parts.append(mis)
     if report.free_text:
         free = Table(title="Behaviour changes (free-text replacements)", title_justify="left")
@@ -365,12 +392,20 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
         free.add_column("count", justify="right", no_wrap=True)
         free.add_column("sites", overflow="fold")
         for _, f in sorted(report.free_text.items()):
-            _row(free, f.api, f.replacement, str(f.count), ", ".join(f.sites[:3])
-                         + (" …" if len(f.sites) > 3 else ""))
+            _row(
+                free,
+                f.api,
+                f.replacement,
+                str(f.count),
+                ", ".join(f.sites[:3]) + (" …" if len(f.sites) > 3 else ""),
+            )
         parts.append(free)
     if report.malformed_total:
-        bad = Table(title=f"Malformed lines ({report.malformed_total})", title_justify="left",
-                    title_style="yellow")
+        bad = Table(
+            title=f"Malformed lines ({report.malformed_total})",
+            title_justify="left",
+            title_style="yellow",
+        )
         bad.add_column("log:line", overflow="fold")
         bad.add_column("reason", overflow="fold")
         shown = report.malformed if limit is None else report.malformed[:limit]
@@ -392,8 +427,10 @@ def _md_code(text: str) -> str:
 
 
 def _md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join("---:" if h == "count" else "---" for h in headers) + "|"]
+    out = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---:" if h == "count" else "---" for h in headers) + "|",
+    ]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     return out
 
@@ -410,13 +447,16 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
         "",
         "### By tag",
         "",
-        *_md_table(["tag", "count"], ([_md_code(k), str(n)]
-                                      for k, n in ordered_counts(report.by_tag).items())),
+        *_md_table(
+            ["tag", "count"],
+            ([_md_code(k), str(n)] for k, n in ordered_counts(report.by_tag).items()),
+        ),
         "",
         "### By origin",
         "",
-        *_md_table(["origin", "count"], ([k, str(n)]
-                                         for k, n in ordered_counts(report.by_origin).items())),
+        *_md_table(
+            ["origin", "count"], ([k, str(n)] for k, n in ordered_counts(report.by_origin).items())
+        ),
         "",
     ]
 
@@ -426,34 +466,86 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
         return items[:limit], f"\n_{len(items) - limit} more not shown (see the JSON report)._\n"
 
     apis, more = capped(list(ordered_counts(report.by_api).items()))
-    lines += ["### By API", "", *_md_table(["API", "count"],
-                                           ([_md_code(k), str(n)] for k, n in apis)), more]
+    lines += [
+        "### By API",
+        "",
+        *_md_table(["API", "count"], ([_md_code(k), str(n)] for k, n in apis)),
+        more,
+    ]
     files, more = capped(list(ordered_counts(report.by_file).items()))
-    lines += ["### By file", "", *_md_table(["file", "count"],
-                                            ([_md_code(k), str(n)] for k, n in files)), more]
+    lines += [
+        "### By file",
+        "",
+        *_md_table(["file", "count"], ([_md_code(k), str(n)] for k, n in files)),
+        more,
+    ]
     sites = _top_sites(report, None)
     sites, more = capped(sites)
-    lines += ["### Call sites", "", *_md_table(
-        ["file:line", "origin", "count", "API", "context"],
-        ([_md_code(f"{s.path}:{s.line}"), s.origin, str(s.count), _md_code(_apis_text(s)),
-          _md_code(clip(s.context, 80)) if s.context else ""] for s in sites)), more]
+    lines += [
+        "### Call sites",
+        "",
+        *_md_table(
+            ["file:line", "origin", "count", "API", "context"],
+            (
+                [
+                    _md_code(f"{s.path}:{s.line}"),
+                    s.origin,
+                    str(s.count),
+                    _md_code(_apis_text(s)),
+                    _md_code(clip(s.context, 80)) if s.context else "",
+                ]
+                for s in sites
+            ),
+        ),
+        more,
+    ]
     if report.mismatches:
-        lines += ["### Mismatches (no Gaudi equivalent: fix these)", "", *_md_table(
-            ["file:line", "call", "replaced by", "count"],
-            ([_md_code(f"{m.path}:{m.line}"), _md_code(f"{m.api}({clip(m.args, 60)})"),
-              _md_code(m.replacement), str(m.count)]
-             for _, m in sorted(report.mismatches.items()))), ""]
+        lines += [
+            "### Mismatches (no Gaudi equivalent: fix these)",
+            "",
+            *_md_table(
+                ["file:line", "call", "replaced by", "count"],
+                (
+                    [
+                        _md_code(f"{m.path}:{m.line}"),
+                        _md_code(f"{m.api}({clip(m.args, 60)})"),
+                        _md_code(m.replacement),
+                        str(m.count),
+                    ]
+                    for _, m in sorted(report.mismatches.items())
+                ),
+            ),
+            "",
+        ]
     if report.free_text:
-        lines += ["### Behaviour changes (free-text replacements)", "", *_md_table(
-            ["API", "replacement", "count", "sites"],
-            ([_md_code(f.api), _md_cell(f.replacement), str(f.count),
-              ", ".join(_md_code(s) for s in f.sites[:5])]
-             for _, f in sorted(report.free_text.items()))), ""]
+        lines += [
+            "### Behaviour changes (free-text replacements)",
+            "",
+            *_md_table(
+                ["API", "replacement", "count", "sites"],
+                (
+                    [
+                        _md_code(f.api),
+                        _md_cell(f.replacement),
+                        str(f.count),
+                        ", ".join(_md_code(s) for s in f.sites[:5]),
+                    ]
+                    for _, f in sorted(report.free_text.items())
+                ),
+            ),
+            "",
+        ]
     if report.malformed_total:
         shown, more = capped(report.malformed)
-        lines += [f"### Malformed lines ({report.malformed_total})", "", *_md_table(
-            ["log:line", "reason"],
-            ([_md_code(f"{m.path}:{m.line}"), _md_cell(m.reason)] for m in shown)), more]
+        lines += [
+            f"### Malformed lines ({report.malformed_total})",
+            "",
+            *_md_table(
+                ["log:line", "reason"],
+                ([_md_code(f"{m.path}:{m.line}"), _md_cell(m.reason)] for m in shown),
+            ),
+            more,
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -481,12 +573,16 @@ def _h(text: str | None) -> str:
 def _html_counts(title: str, counter: Counter[str], label: str, limit: int | None) -> str:
     items = list(ordered_counts(counter).items())
     shown = items if limit is None else items[:limit]
-    rows = "".join(f"<tr><td><code>{_h(k)}</code></td><td class=n>{n}</td></tr>"
-                   for k, n in shown)
-    more = (f"<p class=muted>{len(items) - len(shown)} more not shown.</p>"
-            if len(shown) < len(items) else "")
-    return (f"<section><h2>{_h(title)}</h2><table><tr><th>{_h(label)}</th>"
-            f"<th>count</th></tr>{rows}</table>{more}</section>")
+    rows = "".join(f"<tr><td><code>{_h(k)}</code></td><td class=n>{n}</td></tr>" for k, n in shown)
+    more = (
+        f"<p class=muted>{len(items) - len(shown)} more not shown.</p>"
+        if len(shown) < len(items)
+        else ""
+    )
+    return (
+        f"<section><h2>{_h(title)}</h2><table><tr><th>{_h(label)}</th>"
+        f"<th>count</th></tr>{rows}</table>{more}</section>"
+    )
 
 
 def render_html(report: Report, limit: int | None = 200) -> str:
@@ -499,52 +595,79 @@ def render_html(report: Report, limit: int | None = 200) -> str:
         ("mismatch records", total_mis, "bad" if total_mis else ""),
         ("malformed lines", report.malformed_total, "warn" if report.malformed_total else ""),
     ]
-    body = ["<h1>GPU Migration log report</h1>",
-            f"<p class=muted>Inputs: {_h(', '.join(report.inputs))}"
-            + (f" · root: {_h(report.root)}" if report.root else "") + "</p>",
-            "<div class=summary>"
-            + "".join(f"<div class='card {cls}'><b>{n}</b>{_h(label)}</div>"
-                      for label, n, cls in cards)
-            + "</div>"]
-    body.append("<div class=grid>" + _html_counts("By tag", report.by_tag, "tag", limit)
-                + _html_counts("By origin", report.by_origin, "origin", limit) + "</div>")
+    body = [
+        "<h1>GPU Migration log report</h1>",
+        f"<p class=muted>Inputs: {_h(', '.join(report.inputs))}"
+        + (f" · root: {_h(report.root)}" if report.root else "")
+        + "</p>",
+        "<div class=summary>"
+        + "".join(f"<div class='card {cls}'><b>{n}</b>{_h(label)}</div>" for label, n, cls in cards)
+        + "</div>",
+    ]
+    body.append(
+        "<div class=grid>"
+        + _html_counts("By tag", report.by_tag, "tag", limit)
+        + _html_counts("By origin", report.by_origin, "origin", limit)
+        + "</div>"
+    )
     if report.mismatches:
         rows = "".join(
             f"<tr class=mis><td><code>{_h(m.path)}:{m.line}</code></td>"
             f"<td><code>{_h(m.api)}({_h(clip(m.args, 120))})</code></td>"
             f"<td><code>{_h(m.replacement)}</code></td><td><code>{_h(clip(m.context))}"
             f"</code></td><td class=n>{m.count}</td></tr>"
-            for _, m in sorted(report.mismatches.items()))
-        body.append("<section><h2>Mismatches: no Gaudi equivalent (fix these)</h2><table>"
-                    "<tr><th>file:line</th><th>call</th><th>replaced by</th><th>context</th>"
-                    f"<th>count</th></tr>{rows}</table></section>")
+            for _, m in sorted(report.mismatches.items())
+        )
+        body.append(
+            "<section><h2>Mismatches: no Gaudi equivalent (fix these)</h2><table>"
+            "<tr><th>file:line</th><th>call</th><th>replaced by</th><th>context</th>"
+            f"<th>count</th></tr>{rows}</table></section>"
+        )
     if report.free_text:
         rows = "".join(
             f"<tr><td><code>{_h(f.api)}</code></td><td>{_h(f.replacement)}</td>"
             f"<td class=n>{f.count}</td><td>"
-            + ", ".join(f"<code>{_h(s)}</code>" for s in f.sites) + "</td></tr>"
-            for _, f in sorted(report.free_text.items()))
-        body.append("<section><h2>Behaviour changes (free-text replacements)</h2><table>"
-                    "<tr><th>API</th><th>replacement</th><th>count</th><th>sites</th></tr>"
-                    f"{rows}</table></section>")
+            + ", ".join(f"<code>{_h(s)}</code>" for s in f.sites)
+            + "</td></tr>"
+            for _, f in sorted(report.free_text.items())
+        )
+        body.append(
+            "<section><h2>Behaviour changes (free-text replacements)</h2><table>"
+            "<tr><th>API</th><th>replacement</th><th>count</th><th>sites</th></tr>"
+            f"{rows}</table></section>"
+        )
     body.append(_html_counts("By API", report.by_api, "API", limit))
     body.append(_html_counts("By file", report.by_file, "file", limit))
     sites = _top_sites(report, limit)
     rows = "".join(
         f"<tr><td><code>{_h(s.path)}:{s.line}</code></td><td>{_h(s.origin)}</td>"
         f"<td class=n>{s.count}</td><td><code>{_h(_apis_text(s))}</code></td>"
-        f"<td><code>{_h(clip(s.context, 100))}</code></td></tr>" for s in sites)
-    more = (f"<p class=muted>{len(report.call_sites) - len(sites)} more call sites not shown."
-            "</p>" if len(sites) < len(report.call_sites) else "")
-    body.append("<section><h2>Call sites</h2><table><tr><th>file:line</th><th>origin</th>"
-                f"<th>count</th><th>API</th><th>context</th></tr>{rows}</table>{more}</section>")
+        f"<td><code>{_h(clip(s.context, 100))}</code></td></tr>"
+        for s in sites
+    )
+    more = (
+        f"<p class=muted>{len(report.call_sites) - len(sites)} more call sites not shown.</p>"
+        if len(sites) < len(report.call_sites)
+        else ""
+    )
+    body.append(
+        "<section><h2>Call sites</h2><table><tr><th>file:line</th><th>origin</th>"
+        f"<th>count</th><th>API</th><th>context</th></tr>{rows}</table>{more}</section>"
+    )
     if report.malformed_total:
         shown = report.malformed if limit is None else report.malformed[:limit]
-        rows = "".join(f"<tr><td><code>{_h(m.path)}:{m.line}</code></td><td>{_h(m.reason)}</td>"
-                       "</tr>" for m in shown)
-        body.append(f"<section><h2>Malformed lines ({report.malformed_total})</h2><table>"
-                    f"<tr><th>log:line</th><th>reason</th></tr>{rows}</table></section>")
-    return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-            "<meta name=viewport content='width=device-width,initial-scale=1'>"
-            f"<title>GPU Migration log report</title><style>{_CSS}</style></head><body>"
-            + "\n".join(body) + "</body></html>\n")
+        rows = "".join(
+            f"<tr><td><code>{_h(m.path)}:{m.line}</code></td><td>{_h(m.reason)}</td></tr>"
+            for m in shown
+        )
+        body.append(
+            f"<section><h2>Malformed lines ({report.malformed_total})</h2><table>"
+            f"<tr><th>log:line</th><th>reason</th></tr>{rows}</table></section>"
+        )
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>GPU Migration log report</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )

@@ -101,8 +101,9 @@ def smoke_spec(recipe: Recipe) -> SmokeSpec:
     return parse_spec(recipe.smoke, recipe.path)
 
 
-def prepare_model(spec: SmokeSpec, workspace: Path, run_dir: Path,
-                  options: RunOptions) -> PreparedStageModel:
+def prepare_model(
+    spec: SmokeSpec, workspace: Path, run_dir: Path, options: RunOptions
+) -> PreparedStageModel:
     """The model for the whole run: the recipe's builder (random weights or a checkpoint).
 
     Built files go to `<run>/model/`; the builder caches checkpoints beside the runs.
@@ -111,20 +112,43 @@ def prepare_model(spec: SmokeSpec, workspace: Path, run_dir: Path,
     if spec.models:
         spec.model_args(size)  # unknown size: one clear error before anything runs
     if spec.builder is None:
-        return PreparedStageModel(ModelInfo(size=size, random_weights=spec.random_weights,
-                                            description="the script's own model"))
+        return PreparedStageModel(
+            ModelInfo(
+                size=size, random_weights=spec.random_weights, description="the script's own model"
+            )
+        )
     from migrate.models import prepare
 
-    words = sorted({w for arg in [*spec.args, *options.extra_args] if not arg.startswith("-")
-                    for w in re.findall(r"[a-z]+", arg.lower())})
-    prepared = prepare(spec.builder, workspace, size, run_dir / "model", options.python,
-                       seed=options.seed, ckpt=options.ckpt, words=words,
-                       cache_dir=run_dir.parent / "model-cache")
-    info = ModelInfo(size=size, builder=spec.builder, random_weights=prepared.random_weights,
-                     description=prepared.description, build_s=prepared.build_seconds,
-                     checkpoint=str(options.ckpt) if options.ckpt else None)
-    return PreparedStageModel(info, list(prepared.args), dict(prepared.env),
-                              list(prepared.boot_modules))
+    words = sorted(
+        {
+            w
+            for arg in [*spec.args, *options.extra_args]
+            if not arg.startswith("-")
+            for w in re.findall(r"[a-z]+", arg.lower())
+        }
+    )
+    prepared = prepare(
+        spec.builder,
+        workspace,
+        size,
+        run_dir / "model",
+        options.python,
+        seed=options.seed,
+        ckpt=options.ckpt,
+        words=words,
+        cache_dir=run_dir.parent / "model-cache",
+    )
+    info = ModelInfo(
+        size=size,
+        builder=spec.builder,
+        random_weights=prepared.random_weights,
+        description=prepared.description,
+        build_s=prepared.build_seconds,
+        checkpoint=str(options.ckpt) if options.ckpt else None,
+    )
+    return PreparedStageModel(
+        info, list(prepared.args), dict(prepared.env), list(prepared.boot_modules)
+    )
 
 
 def default_checkpoint(recipe: Recipe, workspace: Path) -> Path | None:
@@ -146,8 +170,13 @@ def patch_info(recipe: Recipe, upto: str) -> PatchInfo:
         cumulative.update(digest.encode())
         if stage.name == upto:
             stats = patchfile.stats(stage.patch)
-            info = PatchInfo(sha256=digest, files=stats.files, hunks=stats.hunks,
-                             added=stats.added, removed=stats.removed)
+            info = PatchInfo(
+                sha256=digest,
+                files=stats.files,
+                hunks=stats.hunks,
+                added=stats.added,
+                removed=stats.removed,
+            )
     info.cumulative_sha256 = cumulative.hexdigest()
     return info
 
@@ -155,10 +184,14 @@ def patch_info(recipe: Recipe, upto: str) -> PatchInfo:
 def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOptions) -> str:
     """What decides a stage's output: same key, same result (for --resume)."""
     material = {
-        "patches": patch.cumulative_sha256, "smoke": asdict(spec), "device": asdict(device),
+        "patches": patch.cumulative_sha256,
+        "smoke": asdict(spec),
+        "device": asdict(device),
         "model": options.model or spec.default_model,
-        "ckpt": str(options.ckpt) if options.ckpt else None, "weights_seed": options.seed,
-        "extra": options.extra_args, "python": options.python,
+        "ckpt": str(options.ckpt) if options.ckpt else None,
+        "weights_seed": options.seed,
+        "extra": options.extra_args,
+        "python": options.python,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -176,10 +209,18 @@ def goto_stage(recipe: Recipe, workspace: Path, stage: str) -> list[Any]:
     return list(stack.apply(recipe, workspace, through=stage))
 
 
-def smoke_stage(recipe: Recipe, spec: SmokeSpec, workspace: Path, run_dir: Path, stage: str,
-                device: Device, options: RunOptions, model: PreparedStageModel,
-                offsets: list[Any] | None = None,
-                on_event: Callable[[dict[str, Any]], None] | None = None) -> StageMetrics:
+def smoke_stage(
+    recipe: Recipe,
+    spec: SmokeSpec,
+    workspace: Path,
+    run_dir: Path,
+    stage: str,
+    device: Device,
+    options: RunOptions,
+    model: PreparedStageModel,
+    offsets: list[Any] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> StageMetrics:
     """Smoke the workspace as it is now, recording it as `stage` of the run in `run_dir`."""
     patch = patch_info(recipe, stage) if stage in {s.name for s in recipe.stages} else PatchInfo()
     patch.offsets = list(offsets or [])
@@ -187,18 +228,38 @@ def smoke_stage(recipe: Recipe, spec: SmokeSpec, workspace: Path, run_dir: Path,
     if stage_dir.exists():
         shutil.rmtree(stage_dir)  # our own earlier result for this stage, being redone
     request = SmokeRequest(
-        spec=spec, workspace=workspace, stage=stage, run_id=run_dir.name, stage_dir=stage_dir,
-        device=device, requested_device=options.device, model=model.info,
-        model_args=model.args, model_env=model.env, boot_modules=model.boot_modules,
-        extra_args=options.extra_args, timeout=options.timeout or spec.timeout, patch=patch,
-        key=result_key(spec, patch, device, options), python=options.python,
+        spec=spec,
+        workspace=workspace,
+        stage=stage,
+        run_id=run_dir.name,
+        stage_dir=stage_dir,
+        device=device,
+        requested_device=options.device,
+        model=model.info,
+        model_args=model.args,
+        model_env=model.env,
+        boot_modules=model.boot_modules,
+        extra_args=options.extra_args,
+        timeout=options.timeout or spec.timeout,
+        patch=patch,
+        key=result_key(spec, patch, device, options),
+        python=options.python,
     )
     return run_smoke(request, on_event)
 
 
-def run(recipe: Recipe, workspace: Path, runs_dir: Path, options: RunOptions, *,
-        through: str | None = None, source: str | None = None, resume: bool = False,
-        run_id: str | None = None, progress: Progress | None = None) -> RunResult:
+def run(
+    recipe: Recipe,
+    workspace: Path,
+    runs_dir: Path,
+    options: RunOptions,
+    *,
+    through: str | None = None,
+    source: str | None = None,
+    resume: bool = False,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     """Fetch, apply and smoke each stage through `through`, then write the reports."""
     from migrate import workspace as workspace_mod
 
@@ -248,7 +309,15 @@ def run(recipe: Recipe, workspace: Path, runs_dir: Path, options: RunOptions, *,
             tell("prepare", builder=spec.builder, size=options.model or spec.default_model)
             model = prepare_model(spec, workspace, run_dir, options)
         metrics = smoke_stage(
-            recipe, spec, workspace, run_dir, stage.name, device, options, model, offsets,
+            recipe,
+            spec,
+            workspace,
+            run_dir,
+            stage.name,
+            device,
+            options,
+            model,
+            offsets,
             on_event=lambda event, name=stage.name: tell("event", stage=name, event=event),
         )
         results.append(metrics)
@@ -270,9 +339,16 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: asdict(o) if is_dataclass(o) else str(o)))
 
 
-def smoke(recipe: Recipe, workspace: Path, runs_dir: Path, options: RunOptions, *,
-          stage: str | None = None, run_id: str | None = None,
-          progress: Progress | None = None) -> RunResult:
+def smoke(
+    recipe: Recipe,
+    workspace: Path,
+    runs_dir: Path,
+    options: RunOptions,
+    *,
+    stage: str | None = None,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     """`migrate smoke`: one stage (default: the workspace's current one) into a run folder.
 
     Naming a stage brings the workspace there first (the stack refuses to discard edits);
@@ -311,30 +387,48 @@ def smoke(recipe: Recipe, workspace: Path, runs_dir: Path, options: RunOptions, 
     tell("prepare", builder=spec.builder, size=options.model or spec.default_model)
     model = prepare_model(spec, workspace, run_dir, options)
     tell("stage", stage=stage, number=1, total=1)
-    metrics = smoke_stage(recipe, spec, workspace, run_dir, stage, device, options, model,
-                          offsets, on_event=lambda event: tell("event", stage=stage, event=event))
+    metrics = smoke_stage(
+        recipe,
+        spec,
+        workspace,
+        run_dir,
+        stage,
+        device,
+        options,
+        model,
+        offsets,
+        on_event=lambda event: tell("event", stage=stage, event=event),
+    )
     tell("done", stage=stage, metrics=metrics)
     return RunResult(run_dir, [metrics], [])
 
 
-def _write_run_file(run_dir: Path, recipe: Recipe, workspace: Path, options: RunOptions,
-                    device: Device, stages: list[str]) -> None:
+def _write_run_file(
+    run_dir: Path,
+    recipe: Recipe,
+    workspace: Path,
+    options: RunOptions,
+    device: Device,
+    stages: list[str],
+) -> None:
     """run.json: the recipe, the options and the stage order; kept across --resume."""
     path = run_dir / RUN_FILE
     data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     known = data.get("stages", [])
-    data.update({
-        "run_id": run_dir.name,
-        "recipe": recipe.name,
-        "recipe_path": str(recipe.path),
-        "upstream": recipe.upstream,
-        "commit": recipe.commit,
-        "workspace": str(workspace),
-        "device": asdict(device),
-        "options": {**asdict(options), "ckpt": str(options.ckpt) if options.ckpt else None},
-        "stages": known + [s for s in stages if s not in known],
-        "order": [UPSTREAM, *(s.name for s in recipe.stages)],
-        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-    })
+    data.update(
+        {
+            "run_id": run_dir.name,
+            "recipe": recipe.name,
+            "recipe_path": str(recipe.path),
+            "upstream": recipe.upstream,
+            "commit": recipe.commit,
+            "workspace": str(workspace),
+            "device": asdict(device),
+            "options": {**asdict(options), "ckpt": str(options.ckpt) if options.ckpt else None},
+            "stages": known + [s for s in stages if s not in known],
+            "order": [UPSTREAM, *(s.name for s in recipe.stages)],
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
     data.setdefault("started", data["updated"])
     path.write_text(json.dumps(data, indent=2) + "\n")

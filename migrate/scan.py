@@ -45,9 +45,20 @@ from migrate.logreport import CallSite, Report, clip, ordered_counts
 
 SCHEMA = 1
 SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "site-packages", "node_modules", ".tox"}
-_GRAPH_STREAM = {"CUDAGraph", "graph", "graphs", "Stream", "stream", "Event", "current_stream",
-                 "default_stream", "ExternalStream", "make_graphed_callables", "set_stream",
-                 "StreamContext"}
+_GRAPH_STREAM = {
+    "CUDAGraph",
+    "graph",
+    "graphs",
+    "Stream",
+    "stream",
+    "Event",
+    "current_stream",
+    "default_stream",
+    "ExternalStream",
+    "make_graphed_callables",
+    "set_stream",
+    "StreamContext",
+}
 
 
 @dataclass(frozen=True)
@@ -61,8 +72,15 @@ class Finding:
     code: str  # the first source line of the statement, stripped
 
     def to_json(self) -> dict:
-        return {"path": self.path, "line": self.line, "end_line": self.end_line, "col": self.col,
-                "api": self.api, "kind": self.kind, "code": self.code}
+        return {
+            "path": self.path,
+            "line": self.line,
+            "end_line": self.end_line,
+            "col": self.col,
+            "api": self.api,
+            "kind": self.kind,
+            "code": self.code,
+        }
 
 
 @dataclass
@@ -86,8 +104,15 @@ class Coverage:
             "exercised": [{**f.to_json(), "count": n} for f, n in self.exercised],
             "never_ran": [f.to_json() for f in self.never_ran],
             "unexplained": [
-                {"path": s.path, "line": s.line, "origin": s.origin, "count": s.count,
-                 "apis": ordered_counts(s.apis), "in_tree": in_tree, "context": s.context}
+                {
+                    "path": s.path,
+                    "line": s.line,
+                    "origin": s.origin,
+                    "count": s.count,
+                    "apis": ordered_counts(s.apis),
+                    "in_tree": in_tree,
+                    "context": s.context,
+                }
                 for s, in_tree in self.unexplained
             ],
         }
@@ -163,8 +188,11 @@ def _python_files(root: Path) -> Iterable[Path]:
 
 
 def _is_cuda_string(node: ast.AST | None) -> bool:
-    return (isinstance(node, ast.Constant) and isinstance(node.value, str)
-            and (node.value == "cuda" or node.value.startswith("cuda:")))
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and (node.value == "cuda" or node.value.startswith("cuda:"))
+    )
 
 
 class _Visitor(ast.NodeVisitor):
@@ -215,17 +243,20 @@ class _Visitor(ast.NodeVisitor):
             self.aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
         top = node.module.split(".")[0]
         if top in ("pynvml", "apex"):
-            self.add(node, f"from {node.module} import "
-                           + ", ".join(a.name for a in node.names), top)
+            self.add(
+                node, f"from {node.module} import " + ", ".join(a.name for a in node.names), top
+            )
 
     # -- definitions: device="cuda" defaults ----------------------------------------------
     def _defaults(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         args = node.args
         positional = [*args.posonlyargs, *args.args]
-        pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults,
-                         strict=True))
-        pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
-                  if d is not None]
+        pairs = list(
+            zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+        )
+        pairs += [
+            (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+        ]
         for arg, default in pairs:
             if _is_cuda_string(default):
                 self.add(default, f"{node.name}({arg.arg}={default.value!r}) default", "device")
@@ -257,8 +288,8 @@ class _Visitor(ast.NodeVisitor):
         is_autocast = (name or method or "").split(".")[-1] == "autocast"
         if is_autocast and node.args and _is_cuda_string(node.args[0]):
             self.add(node, f"{short}('cuda')", "autocast")
-        elif name != "torch.device" and method != "to" and any(
-            _is_cuda_string(a) for a in node.args
+        elif (
+            name != "torch.device" and method != "to" and any(_is_cuda_string(a) for a in node.args)
         ):  # e.g. `precision_scope("cuda")`, where precision_scope may be autocast
             self.add(node, f"{short}('cuda')", "device")
         for kw in node.keywords:
@@ -267,8 +298,9 @@ class _Visitor(ast.NodeVisitor):
             ):
                 self.add(node, f"{short}({kw.arg}='cuda')", "device")
             elif kw.arg == "device_type" and _is_cuda_string(kw.value):
-                self.add(node, f"{short}(device_type='cuda')",
-                         "autocast" if is_autocast else "device")
+                self.add(
+                    node, f"{short}(device_type='cuda')", "autocast" if is_autocast else "device"
+                )
             elif kw.arg is not None and _is_cuda_string(kw.value):
                 self.add(node, f"{short}({kw.arg}='cuda')", "device")
             elif kw.arg == "pin_memory" and isinstance(kw.value, ast.Constant) and kw.value.value:
@@ -290,8 +322,12 @@ class _Visitor(ast.NodeVisitor):
         self.generic_visit(node)
 
     def _is_cuda_device(self, node: ast.AST) -> bool:
-        return (isinstance(node, ast.Call) and self.dotted(node.func) == "torch.device"
-                and bool(node.args) and _is_cuda_string(node.args[0]))
+        return (
+            isinstance(node, ast.Call)
+            and self.dotted(node.func) == "torch.device"
+            and bool(node.args)
+            and _is_cuda_string(node.args[0])
+        )
 
     @staticmethod
     def _torch_cuda_kind(name: str) -> str:
@@ -326,8 +362,8 @@ def _normaliser(result: ScanResult):  # noqa: ANN202 - a small closure
         found: str | None = None
         if os.path.isabs(p):
             norm = os.path.normpath(p).replace("\\", "/")
-            if norm.startswith(base_abs + "/") and norm[len(base_abs) + 1:] in known:
-                found = norm[len(base_abs) + 1:]
+            if norm.startswith(base_abs + "/") and norm[len(base_abs) + 1 :] in known:
+                found = norm[len(base_abs) + 1 :]
         else:
             rel = os.path.normpath(p).replace("\\", "/")
             if rel in known:
@@ -369,10 +405,13 @@ def coverage(result: ScanResult, report: Report) -> Coverage:
 
 def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
     """Rich tables: by kind, by API, findings (file:line), and coverage when a log was given."""
-    parts: list[RenderableType] = [Text(
-        f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
-        f"{len(result.files)} Python files under {result.root}"
-        + (f"; {len(result.errors)} file(s) not parsable" if result.errors else ""))]
+    parts: list[RenderableType] = [
+        Text(
+            f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
+            f"{len(result.files)} Python files under {result.root}"
+            + (f"; {len(result.errors)} file(s) not parsable" if result.errors else "")
+        )
+    ]
 
     def cut(rows: list) -> tuple[list, str | None]:
         if limit is None or len(rows) <= limit:
@@ -424,13 +463,15 @@ def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
         parts.append(finding_table("Findings", [(f, None) for f in result.findings]))
     else:
         s = cov.to_json()["summary"]
-        parts.append(Text(
-            f"coverage by {len(cov.logs)} log(s), {cov.records} records: {s['exercised']} of "
-            f"{s['static_sites']} static sites exercised, {s['never_ran']} never ran, "
-            f"{s['unexplained_sites']} runtime call sites not explained by a static site"))
+        parts.append(
+            Text(
+                f"coverage by {len(cov.logs)} log(s), {cov.records} records: {s['exercised']} of "
+                f"{s['static_sites']} static sites exercised, {s['never_ran']} never ran, "
+                f"{s['unexplained_sites']} runtime call sites not explained by a static site"
+            )
+        )
         if cov.exercised:
-            parts.append(finding_table("Exercised at run time",
-                                       [(f, n) for f, n in cov.exercised]))
+            parts.append(finding_table("Exercised at run time", [(f, n) for f, n in cov.exercised]))
         if cov.never_ran:
             parts.append(finding_table("Never ran", [(f, None) for f in cov.never_ran]))
         if cov.unexplained:
@@ -441,9 +482,12 @@ def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
             table.add_column("API", overflow="fold")
             shown, table.caption = cut(cov.unexplained)
             for site, in_tree in shown:
-                table.add_row(escape(f"{site.path}:{site.line}"),
-                              "in tree" if in_tree else site.origin, str(site.count),
-                              escape(", ".join(site.apis)))
+                table.add_row(
+                    escape(f"{site.path}:{site.line}"),
+                    "in tree" if in_tree else site.origin,
+                    str(site.count),
+                    escape(", ".join(site.apis)),
+                )
             parts.append(table)
     if result.errors:
         table = Table(title="Files not scanned", title_justify="left", title_style="yellow")
@@ -462,15 +506,24 @@ def _md(text: str) -> str:
 
 def render_markdown(result: ScanResult, limit: int | None = 50) -> str:
     """Markdown for a pull request or an issue."""
-    out = ["## CUDA usage scan", "",
-           f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
-           f"{len(result.files)} Python files under `{result.root}`.", ""]
+    out = [
+        "## CUDA usage scan",
+        "",
+        f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
+        f"{len(result.files)} Python files under `{result.root}`.",
+        "",
+    ]
 
     def table(headers: list[str], rows: list[list[str]]) -> None:
         shown = rows if limit is None else rows[:limit]
-        out.extend(["| " + " | ".join(headers) + " |",
-                    "|" + "|".join("---:" if h in ("count", "records") else "---"
-                                   for h in headers) + "|"])
+        out.extend(
+            [
+                "| " + " | ".join(headers) + " |",
+                "|"
+                + "|".join("---:" if h in ("count", "records") else "---" for h in headers)
+                + "|",
+            ]
+        )
         out.extend("| " + " | ".join(r) + " |" for r in shown)
         if len(shown) < len(rows):
             out.extend(["", f"_{len(rows) - len(shown)} more not shown (see --format json)._"])
@@ -483,29 +536,48 @@ def render_markdown(result: ScanResult, limit: int | None = 50) -> str:
     cov = result.coverage
     if cov is None:
         out += ["### Findings", ""]
-        table(["file:line", "kind", "API", "code"],
-              [[_md(f"{f.path}:{f.line}"), f.kind, _md(f.api), _md(f.code)]
-               for f in result.findings])
+        table(
+            ["file:line", "kind", "API", "code"],
+            [[_md(f"{f.path}:{f.line}"), f.kind, _md(f.api), _md(f.code)] for f in result.findings],
+        )
     else:
         s = cov.to_json()["summary"]
-        out += ["### Coverage", "",
-                f"{s['exercised']} of {s['static_sites']} static sites exercised by "
-                f"{cov.records} records, {s['never_ran']} never ran, {s['unexplained_sites']} "
-                "runtime call sites not explained by a static site.", "",
-                "#### Exercised", ""]
-        table(["file:line", "kind", "API", "records"],
-              [[_md(f"{f.path}:{f.line}"), f.kind, _md(f.api), str(n)] for f, n in cov.exercised])
+        out += [
+            "### Coverage",
+            "",
+            f"{s['exercised']} of {s['static_sites']} static sites exercised by "
+            f"{cov.records} records, {s['never_ran']} never ran, {s['unexplained_sites']} "
+            "runtime call sites not explained by a static site.",
+            "",
+            "#### Exercised",
+            "",
+        ]
+        table(
+            ["file:line", "kind", "API", "records"],
+            [[_md(f"{f.path}:{f.line}"), f.kind, _md(f.api), str(n)] for f, n in cov.exercised],
+        )
         out += ["#### Never ran", ""]
-        table(["file:line", "kind", "API", "code"],
-              [[_md(f"{f.path}:{f.line}"), f.kind, _md(f.api), _md(f.code)]
-               for f in cov.never_ran])
+        table(
+            ["file:line", "kind", "API", "code"],
+            [[_md(f"{f.path}:{f.line}"), f.kind, _md(f.api), _md(f.code)] for f in cov.never_ran],
+        )
         if cov.unexplained:
             out += ["#### Runtime call sites no static site explains", ""]
-            table(["file:line", "where", "records", "API"],
-                  [[_md(f"{s.path}:{s.line}"), "in tree" if t else s.origin, str(s.count),
-                    _md(", ".join(s.apis))] for s, t in cov.unexplained])
+            table(
+                ["file:line", "where", "records", "API"],
+                [
+                    [
+                        _md(f"{s.path}:{s.line}"),
+                        "in tree" if t else s.origin,
+                        str(s.count),
+                        _md(", ".join(s.apis)),
+                    ]
+                    for s, t in cov.unexplained
+                ],
+            )
     if result.errors:
         out += ["### Files not scanned", ""]
-        table(["file:line", "reason"], [[_md(f"{e.path}:{e.line}"), e.reason]
-                                        for e in result.errors])
+        table(
+            ["file:line", "reason"], [[_md(f"{e.path}:{e.line}"), e.reason] for e in result.errors]
+        )
     return "\n".join(out).rstrip() + "\n"

@@ -76,8 +76,13 @@ def server() -> Iterator[Server]:
 def test_plain_download_checks_size_and_hash(server: Server, tmp_path: Path) -> None:
     seen: list[tuple[int, int | None]] = []
     dest = tmp_path / "models" / "model.ckpt"
-    result = download(server.url, dest, size=len(DATA), sha256=SHA,
-                      progress=lambda done, total: seen.append((done, total)))
+    result = download(
+        server.url,
+        dest,
+        size=len(DATA),
+        sha256=SHA,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert dest.read_bytes() == DATA and result.resumed_from == 0
     assert seen[-1] == (len(DATA), len(DATA))
     assert not (tmp_path / "models" / "model.ckpt.part").exists()
@@ -120,8 +125,9 @@ def test_complete_part_is_finished_without_refetching(server: Server, tmp_path: 
     assert (tmp_path / "model.ckpt").read_bytes() == DATA
 
 
-def test_wrong_size_or_hash_is_an_error_and_nothing_is_renamed(server: Server,
-                                                                tmp_path: Path) -> None:
+def test_wrong_size_or_hash_is_an_error_and_nothing_is_renamed(
+    server: Server, tmp_path: Path
+) -> None:
     dest = tmp_path / "model.ckpt"
     with pytest.raises(DownloadError, match="expected 5"):
         download(server.url, dest, size=5, retries=0)
@@ -135,10 +141,13 @@ def test_wrong_size_or_hash_is_an_error_and_nothing_is_renamed(server: Server,
 def test_recipe_table_validation() -> None:
     ok = checkpoint_spec({"url": "https://x/m.ckpt", "path": "models/m.ckpt", "size": 3}, "r.toml")
     assert ok.size == 3 and ok.sha256 is None
-    for table, key in [({"path": "m"}, "url"), ({"url": "https://x", "path": "../m"}, "path"),
-                       ({"url": "https://x", "path": "m", "size": "big"}, "size"),
-                       ({"url": "https://x", "path": "m", "sha256": "abc"}, "sha256"),
-                       ({"url": "https://x", "path": "m", "md5": "x"}, "md5")]:
+    for table, key in [
+        ({"path": "m"}, "url"),
+        ({"url": "https://x", "path": "../m"}, "path"),
+        ({"url": "https://x", "path": "m", "size": "big"}, "size"),
+        ({"url": "https://x", "path": "m", "sha256": "abc"}, "sha256"),
+        ({"url": "https://x", "path": "m", "md5": "x"}, "md5"),
+    ]:
         with pytest.raises(RecipeError, match=rf"r.toml: \[checkpoint\] {key}"):
             checkpoint_spec(table, "r.toml")
     with pytest.raises(RecipeError, match="no \\[checkpoint\\] table"):
@@ -153,14 +162,27 @@ def test_cli_downloads_into_the_workspace(server: Server, tmp_path: Path) -> Non
         'upstream = "https://example.invalid/x.git"\n'
         f'commit = "{"a" * 40}"\n'
         f'[checkpoint]\nurl = "{server.url}"\npath = "models/model.ckpt"\n'
-        f"size = {len(DATA)}\nsha256 = \"{SHA}\"\n"
+        f'size = {len(DATA)}\nsha256 = "{SHA}"\n'
     )
     ws = tmp_path / "ws"
     server.cut_after = [1000]
     done = subprocess.run(
-        [sys.executable, "-m", "migrate", "checkpoint", "download", "--recipe", str(recipe),
-         "--workspace", str(ws)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+        [
+            sys.executable,
+            "-m",
+            "migrate",
+            "checkpoint",
+            "download",
+            "--recipe",
+            str(recipe),
+            "--workspace",
+            str(ws),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
     assert done.returncode == 0, done.stderr
     assert (ws / "models" / "model.ckpt").read_bytes() == DATA
     assert "resumed 1 time(s) after a cut connection" in done.stderr

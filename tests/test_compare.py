@@ -30,19 +30,27 @@ def png(path: Path, pixels: np.ndarray, stage_dir: Path | None = None) -> Artifa
     return Artifact(path=str(rel), sha256=sha256_file(path))
 
 
-def stage(run: Path, name: str, pixels: np.ndarray | None, steady: float | None,
-          status: str = "ok") -> StageMetrics:
+def stage(
+    run: Path, name: str, pixels: np.ndarray | None, steady: float | None, status: str = "ok"
+) -> StageMetrics:
     folder = run / name
-    samples = [png(folder / "out" / "samples" / f"0000{i}.png", pixels + i, folder)
-               for i in range(2)] if pixels is not None else []
+    samples = (
+        [png(folder / "out" / "samples" / f"0000{i}.png", pixels + i, folder) for i in range(2)]
+        if pixels is not None
+        else []
+    )
     grid = [png(folder / "out" / "grid-0000.png", pixels, folder)] if pixels is not None else []
     metrics = StageMetrics(
-        run_id=run.name, stage=name, status=status,
+        run_id=run.name,
+        stage=name,
+        status=status,
         reason=None if status == "ok" else "exit code 1: boom",
-        device=DeviceInfo("cpu", "cpu", "cpu"), model=ModelInfo("tiny", "ldm", True),
+        device=DeviceInfo("cpu", "cpu", "cpu"),
+        model=ModelInfo("tiny", "ldm", True),
         patch=PatchInfo(sha256="ab" * 32, files=1, hunks=2, added=3, removed=1),
         timing=Timing(batch_s=[1.0, steady or 0], first_batch_s=1.0, steady_batch_s=steady),
-        samples=samples, grids=grid,
+        samples=samples,
+        grids=grid,
     )
     folder.mkdir(parents=True, exist_ok=True)
     metrics.write(folder)
@@ -59,8 +67,9 @@ def run(tmp_path: Path) -> Path:
     noisy = base.copy()
     noisy[0, 0, 0] += 10  # one pixel differs by 10
     stage(run, "randn_to_cpu", noisy, 1.0)
-    (run / "run.json").write_text(json.dumps(
-        {"recipe": "sd", "order": ["compat", "minimal", "hpu_graph", "randn_to_cpu"]}))
+    (run / "run.json").write_text(
+        json.dumps({"recipe": "sd", "order": ["compat", "minimal", "hpu_graph", "randn_to_cpu"]})
+    )
     return run
 
 
@@ -88,8 +97,10 @@ def test_psnr_when_samples_differ(tmp_path: Path) -> None:
     expected = 10 * math.log10(255**2 / mse)
     value = compare.psnr(tmp_path / "x" / "a" / "s" / "1.png", tmp_path / "x" / "b" / "s" / "1.png")
     assert value == pytest.approx(expected)
-    assert compare.psnr(tmp_path / "x" / "a" / "s" / "1.png",
-                        tmp_path / "x" / "a" / "s" / "1.png") == math.inf
+    assert (
+        compare.psnr(tmp_path / "x" / "a" / "s" / "1.png", tmp_path / "x" / "a" / "s" / "1.png")
+        == math.inf
+    )
 
 
 def test_two_runs_and_formats(run: Path, tmp_path: Path) -> None:

@@ -60,10 +60,12 @@ def test_callers_share_one_watcher_and_run_in_order(modules: Path) -> None:
     before = len(sys.meta_path)
     seen: list[str] = []
     when_imported({"hk_alpha": lambda m: seen.append("first")})
-    when_imported({
-        "hk_alpha": lambda m: seen.append("second"),
-        "hk_beta": lambda m: seen.append(f"beta {m.VALUE}"),
-    })
+    when_imported(
+        {
+            "hk_alpha": lambda m: seen.append("second"),
+            "hk_beta": lambda m: seen.append(f"beta {m.VALUE}"),
+        }
+    )
     assert len(sys.meta_path) == before + 1
     importlib.import_module("hk_beta")  # imports hk_alpha while it executes
 

@@ -19,25 +19,37 @@ def runs(tmp_path: Path) -> tuple[Path, Path]:
     new = REC1.replace("train.py:12", "train.py:50").replace("hpu_match", "cpu_match")
     write(tmp_path, REC1 + REC1 + REC2, "a/gpu_migration_1.log")
     write(tmp_path, REC3, "a/sub/gpu_migration_2.log")
-    write(tmp_path, REC1 * 3 + REC3.replace("txt2img.py:231", "txt2img.py:233") + new,
-          "b/gpu_migration_7.log")
+    write(
+        tmp_path,
+        REC1 * 3 + REC3.replace("txt2img.py:231", "txt2img.py:233") + new,
+        "b/gpu_migration_7.log",
+    )
     return tmp_path / "a", tmp_path / "b"
 
 
 def test_diff_sites_and_apis(tmp_path: Path) -> None:
     a, b = runs(tmp_path)
     data = logdiff.diff([a], [b]).to_json()
-    assert set(data) >= {"schema", "before", "after", "by_tag", "by_api", "call_sites",
-                         "unchanged"}
+    assert set(data) >= {"schema", "before", "after", "by_tag", "by_api", "call_sites", "unchanged"}
     assert data["before"]["records"] == 4 and data["after"]["records"] == 5
     sites = {(s["path"], s["api"], s["status"]): s for s in data["call_sites"]}
     changed = sites[("train.py", "torch.Tensor.cuda", "changed")]
-    assert (changed["line_before"], changed["line_after"], changed["before"], changed["after"],
-            changed["delta"]) == (12, 12, 2, 3, 1)
+    assert (
+        changed["line_before"],
+        changed["line_after"],
+        changed["before"],
+        changed["after"],
+        changed["delta"],
+    ) == (12, 12, 2, 3, 1)
     moved = sites[("scripts/txt2img.py", "torch.cuda.nvtx.range_push", "moved")]
     assert (moved["line_before"], moved["line_after"]) == (231, 233)
-    removed = sites[("/usr/lib/python3.10/site-packages/torch/distributed/c10d.py",
-                     "torch.distributed.init_process_group", "removed")]
+    removed = sites[
+        (
+            "/usr/lib/python3.10/site-packages/torch/distributed/c10d.py",
+            "torch.distributed.init_process_group",
+            "removed",
+        )
+    ]
     assert (removed["line_before"], removed["line_after"], removed["after"]) == (700, None, 0)
     added = sites[("train.py", "torch.Tensor.cuda", "added")]
     assert (added["line_after"], added["after"]) == (50, 1)
@@ -71,9 +83,15 @@ def test_renderers(tmp_path: Path) -> None:
 
 def test_cli_diff(tmp_path: Path) -> None:
     a, b = runs(tmp_path)
-    for fmt, needle in (("table", b"moved"), ("json", b'"status": "moved"'),
-                        ("md", b"## GPU Migration log diff")):
-        result = subprocess.run([sys.executable, "-m", "migrate", "log", "diff", str(a), str(b),
-                                 "--format", fmt], cwd=ROOT, capture_output=True)
+    for fmt, needle in (
+        ("table", b"moved"),
+        ("json", b'"status": "moved"'),
+        ("md", b"## GPU Migration log diff"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "migrate", "log", "diff", str(a), str(b), "--format", fmt],
+            cwd=ROOT,
+            capture_output=True,
+        )
         assert result.returncode == 0, result.stderr
         assert needle in result.stdout

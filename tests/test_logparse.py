@@ -308,9 +308,19 @@ def test_benchmark_script_runs_and_cleans_up(tmp_path: Path) -> None:
 
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
-        [sys.executable, "benchmarks/log_parse.py", "--size-mb", "1", "--report",
-         "--dir", str(tmp_path)],
-        cwd=root, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "benchmarks/log_parse.py",
+            "--size-mb",
+            "1",
+            "--report",
+            "--dir",
+            str(tmp_path),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "iter_records" in result.stdout and "logreport.build" in result.stdout

@@ -123,7 +123,10 @@ def test_clean_log_takes_the_fast_path_and_agrees(
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("chunk", [64, 331, 4096])
 def test_random_mixes_agree(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_calls: list[bool], seed: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fast_calls: list[bool],
+    seed: int,
     chunk: int,
 ) -> None:
     """Mostly well-formed records with every odd case above sprinkled in, at random."""
@@ -143,7 +146,8 @@ def test_random_mixes_agree(
     data = text.encode()
     if seed % 4 == 2:  # non-UTF-8 bytes, in a context line and in a path
         data = data.replace(b"x = x.cuda()", b"x = \xff\xfe.cuda()").replace(
-            b"train.py", b"tr\xe9in.py")
+            b"train.py", b"tr\xe9in.py"
+        )
     if seed % 5 == 3:
         data = data[: -rng.randrange(1, 40)]  # a truncated last record
     log = write(tmp_path, data)
@@ -156,7 +160,8 @@ def test_many_files_gz_and_a_directory(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(logparse, "CHUNK_BYTES", 500)
     write(tmp_path, (REC1 + REC3) * 50 + "junk\n" + REC2 * 20, "logs/gpu_migration_1.log")
     (tmp_path / "logs/gpu_migration_2.log.gz").write_bytes(
-        gzip.compress(((REC3 + REC1) * 40).encode()))
+        gzip.compress(((REC3 + REC1) * 40).encode())
+    )
     other = write(tmp_path, REC1 * 30, "other.txt")
     same([tmp_path / "logs", other])
 
@@ -206,7 +211,7 @@ def test_two_spellings_of_one_key_in_one_piece(tmp_path: Path, fast_calls: list[
     log = write(tmp_path, text)
     same(log)
     assert fast_calls and all(fast_calls)
-    (key, first), = logparse.tally_fields(log).items()
+    ((key, first),) = logparse.tally_fields(log).items()
     assert key[1:] == ("a.py", "30", "hpu_match", "f")
     assert first == Tallied(60, "first", "(x) --> y")
 

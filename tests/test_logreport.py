@@ -18,18 +18,35 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def sample(tmp_path: Path) -> Path:
     """Two runs' worth of records in one folder, with garbage and a site hit twice."""
-    write(tmp_path, REC1 + REC3 + "garbage\n" + REC1.replace("10:00:00", "10:00:09"),
-          "logs/gpu_migration_1.log")
-    write(tmp_path, REC2 + REC1.replace("train.py:12", "/ws/train.py:13"),
-          "logs/gpu_migration_2.log")
+    write(
+        tmp_path,
+        REC1 + REC3 + "garbage\n" + REC1.replace("10:00:00", "10:00:09"),
+        "logs/gpu_migration_1.log",
+    )
+    write(
+        tmp_path, REC2 + REC1.replace("train.py:12", "/ws/train.py:13"), "logs/gpu_migration_2.log"
+    )
     return tmp_path / "logs"
 
 
 def test_json_schema(tmp_path: Path) -> None:
     data = logreport.build(sample(tmp_path), root="/ws").to_json()
-    required = {"schema", "inputs", "root", "logs", "records", "by_tag", "by_api", "by_file",
-                "by_origin", "call_sites", "mismatches", "free_text", "malformed",
-                "malformed_total"}
+    required = {
+        "schema",
+        "inputs",
+        "root",
+        "logs",
+        "records",
+        "by_tag",
+        "by_api",
+        "by_file",
+        "by_origin",
+        "call_sites",
+        "mismatches",
+        "free_text",
+        "malformed",
+        "malformed_total",
+    }
     assert required <= set(data)
     assert data["schema"] == 1 and data["root"] == "/ws"
     assert isinstance(data["records"], int)
@@ -39,8 +56,7 @@ def test_json_schema(tmp_path: Path) -> None:
     assert all(set(s) == site_keys for s in data["call_sites"])
     mis_keys = {"path", "line", "api", "args", "replacement", "context", "tag", "count"}
     assert all(set(m) == mis_keys for m in data["mismatches"])
-    assert all(set(f) == {"api", "replacement", "tag", "count", "sites"}
-               for f in data["free_text"])
+    assert all(set(f) == {"api", "replacement", "tag", "count", "sites"} for f in data["free_text"])
     assert all(set(m) == {"path", "line", "reason"} for m in data["malformed"])
     json.dumps(data)  # serialisable as is
 
@@ -49,12 +65,17 @@ def test_aggregation(tmp_path: Path) -> None:
     logs = sample(tmp_path)
     data = logreport.build(logs, root="/ws").to_json()
     assert data["records"] == 5
-    assert data["logs"] == {str(logs / "gpu_migration_1.log"): 3,
-                            str(logs / "gpu_migration_2.log"): 2}
+    assert data["logs"] == {
+        str(logs / "gpu_migration_1.log"): 3,
+        str(logs / "gpu_migration_2.log"): 2,
+    }
     assert data["by_tag"] == {"hpu_match": 4, "hpu_mismatch": 1}
     assert list(data["by_tag"]) == ["hpu_match", "hpu_mismatch"]  # by count, then name
-    assert data["by_api"] == {"torch.Tensor.cuda": 3, "torch.cuda.nvtx.range_push": 1,
-                              "torch.distributed.init_process_group": 1}
+    assert data["by_api"] == {
+        "torch.Tensor.cuda": 3,
+        "torch.cuda.nvtx.range_push": 1,
+        "torch.distributed.init_process_group": 1,
+    }
     assert data["by_file"]["train.py"] == 2
     assert data["by_origin"] == {"project": 4, "torch": 1}
     sites = {(s["path"], s["line"]): s for s in data["call_sites"]}
@@ -62,14 +83,25 @@ def test_aggregation(tmp_path: Path) -> None:
     assert sites[("train.py", 12)]["context"] == "        x = x.cuda()"
     assert sites[("/ws/train.py", 13)]["origin"] == "project"
     assert [(m["path"], m["line"], m["api"], m["replacement"]) for m in data["mismatches"]] == [
-        ("scripts/txt2img.py", 231, "torch.cuda.nvtx.range_push", "Dummy")]
+        ("scripts/txt2img.py", 231, "torch.cuda.nvtx.range_push", "Dummy")
+    ]
     assert data["mismatches"][0]["args"] == "msg=<object at 0x7f00>, n=tensor(2049), "
-    assert data["free_text"] == [{
-        "api": "torch.distributed.init_process_group", "replacement": "change backend to hccl",
-        "tag": "hpu_match", "count": 1,
-        "sites": ["/usr/lib/python3.10/site-packages/torch/distributed/c10d.py:700"]}]
-    assert data["malformed"] == [{"path": str(logs / "gpu_migration_1.log"), "line": 9,
-                                  "reason": "not a log record line: 'garbage'"}]
+    assert data["free_text"] == [
+        {
+            "api": "torch.distributed.init_process_group",
+            "replacement": "change backend to hccl",
+            "tag": "hpu_match",
+            "count": 1,
+            "sites": ["/usr/lib/python3.10/site-packages/torch/distributed/c10d.py:700"],
+        }
+    ]
+    assert data["malformed"] == [
+        {
+            "path": str(logs / "gpu_migration_1.log"),
+            "line": 9,
+            "reason": "not a log record line: 'garbage'",
+        }
+    ]
     assert data["malformed_total"] == 1
 
 
@@ -122,15 +154,15 @@ def test_table_renders(tmp_path: Path) -> None:
 
 
 def migrate(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "migrate", *args], cwd=ROOT, input=stdin,
-                          capture_output=True)
+    return subprocess.run(
+        [sys.executable, "-m", "migrate", *args], cwd=ROOT, input=stdin, capture_output=True
+    )
 
 
 def test_cli_report_json_out_writes_only_there(tmp_path: Path) -> None:
     out = tmp_path / "out" / "report.json"
     out.parent.mkdir()
-    result = migrate("log", "report", str(sample(tmp_path)), "--format", "json", "--out",
-                     str(out))
+    result = migrate("log", "report", str(sample(tmp_path)), "--format", "json", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert result.stdout == b""
     assert json.loads(out.read_text())["records"] == 5

@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-UPSTREAM_PACKAGES = ("torch", "torchvision", "omegaconf", "einops", "pytorch_lightning",
-                     "transformers", "taming")
+UPSTREAM_PACKAGES = (
+    "torch",
+    "torchvision",
+    "omegaconf",
+    "einops",
+    "pytorch_lightning",
+    "transformers",
+    "taming",
+)
 
 
 def test_run_all_stages_on_cpu_with_identical_samples(real_upstream: Path, tmp_path: Path) -> None:
@@ -21,15 +28,38 @@ def test_run_all_stages_on_cpu_with_identical_samples(real_upstream: Path, tmp_p
         pytest.importorskip(name)
     runs = tmp_path / "runs"
     done = subprocess.run(
-        [sys.executable, "-m", "migrate", "run", "--source", str(real_upstream),
-         "--workspace", str(tmp_path / "ws"), "--runs-dir", str(runs), "--device", "cpu",
-         "--model", "tiny", "--run-id", "real"],
-        capture_output=True, text=True, timeout=3000, env={**os.environ, "COLUMNS": "400"})
+        [
+            sys.executable,
+            "-m",
+            "migrate",
+            "run",
+            "--source",
+            str(real_upstream),
+            "--workspace",
+            str(tmp_path / "ws"),
+            "--runs-dir",
+            str(runs),
+            "--device",
+            "cpu",
+            "--model",
+            "tiny",
+            "--run-id",
+            "real",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        env={**os.environ, "COLUMNS": "400"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((runs / "real" / "report.json").read_text())
     stages = report["stages"]
     assert [s["metrics"]["stage"] for s in stages] == [
-        "compat", "minimal", "hpu_graph", "randn_to_cpu"]
+        "compat",
+        "minimal",
+        "hpu_graph",
+        "randn_to_cpu",
+    ]
     for stage in stages:
         m = stage["metrics"]
         assert m["status"] == "ok", m["reason"]

@@ -25,7 +25,8 @@ from migrate.stack import applied_stages
 pytest.importorskip("torch")
 
 _spec = importlib.util.spec_from_file_location(
-    "toy_make_upstream", Path(__file__).parent / "toy" / "make_upstream.py")
+    "toy_make_upstream", Path(__file__).parent / "toy" / "make_upstream.py"
+)
 assert _spec is not None and _spec.loader is not None
 _toy = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_toy)
@@ -38,8 +39,13 @@ STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
 def migrate(*args: str) -> subprocess.CompletedProcess[str]:
     """The CLI as a user runs it (wide COLUMNS: rich would wrap the one-line errors)."""
     env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([sys.executable, "-m", "migrate", *args], capture_output=True,
-                          text=True, timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "migrate", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +56,21 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     commit = make_toy_upstream(source)
     assert commit in RECIPE.read_text(), "toy source changed: run tests/toy/make_patches.sh"
     paths = {"source": source, "ws": base / "ws", "runs": base / "runs"}
-    done = migrate("run", "--recipe", str(RECIPE), "--source", str(source), "--workspace",
-                   str(paths["ws"]), "--runs-dir", str(paths["runs"]), "--device", "cpu",
-                   "--run-id", "first")
+    done = migrate(
+        "run",
+        "--recipe",
+        str(RECIPE),
+        "--source",
+        str(source),
+        "--workspace",
+        str(paths["ws"]),
+        "--runs-dir",
+        str(paths["runs"]),
+        "--device",
+        "cpu",
+        "--run-id",
+        "first",
+    )
     assert done.returncode == 0, done.stderr
     paths["run"] = paths["runs"] / "first"
     paths["stdout"] = Path(base / "stdout.txt")
@@ -81,8 +99,10 @@ def test_run_smokes_every_stage_and_measures_inside_the_process(toy: dict[str, P
         assert m["versions"]["torch"] and m["seed"] == 42
         assert m["model"]["random_weights"] is True
         assert m["argv"][0] == "scripts/txt2img.py" and "--n_iter" in m["argv"]
-        assert m["patch"]["sha256"] == hashlib.sha256(
-            (TOY / "patches" / "toy" / f"{stage}.patch").read_bytes()).hexdigest()
+        assert (
+            m["patch"]["sha256"]
+            == hashlib.sha256((TOY / "patches" / "toy" / f"{stage}.patch").read_bytes()).hexdigest()
+        )
         assert len(m["samples"]) == 6 and len(m["grids"]) == 1
         for art in m["samples"] + m["grids"]:
             data = (toy["run"] / stage / art["path"]).read_bytes()
@@ -120,9 +140,22 @@ def test_compare_cli_formats_and_two_runs(toy: dict[str, Path], tmp_path: Path) 
     assert json.loads(out.read_text())["run_id"] == "first"
 
     # A second run of one stage (the smoke command, with script args passed through).
-    second = migrate("smoke", "--recipe", str(RECIPE), "--workspace", str(toy["ws"]),
-                     "--runs-dir", str(toy["runs"]), "--device", "cpu", "--run-id", "second",
-                     "--", "--n_iter", "1")
+    second = migrate(
+        "smoke",
+        "--recipe",
+        str(RECIPE),
+        "--workspace",
+        str(toy["ws"]),
+        "--runs-dir",
+        str(toy["runs"]),
+        "--device",
+        "cpu",
+        "--run-id",
+        "second",
+        "--",
+        "--n_iter",
+        "1",
+    )
     assert second.returncode == 0, second.stderr
     m = metrics(toy["runs"] / "second" / "randn_to_cpu")
     assert m["argv"][-2:] == ["--n_iter", "1"] and len(m["timing"]["batch_s"]) == 1
@@ -140,19 +173,49 @@ def test_resume_skips_done_stages_and_redoes_missing_ones(toy: dict[str, Path]) 
     run = toy["run"]
     before = {s: metrics(run / s)["started"] for s in STAGES}
     shutil.rmtree(run / "hpu_graph")
-    done = migrate("run", "--recipe", str(RECIPE), "--source", str(toy["source"]),
-                   "--workspace", str(toy["ws"]), "--runs-dir", str(toy["runs"]),
-                   "--device", "cpu", "--resume", "--run-id", "first")
+    done = migrate(
+        "run",
+        "--recipe",
+        str(RECIPE),
+        "--source",
+        str(toy["source"]),
+        "--workspace",
+        str(toy["ws"]),
+        "--runs-dir",
+        str(toy["runs"]),
+        "--device",
+        "cpu",
+        "--resume",
+        "--run-id",
+        "first",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("skipped (--resume)") == 3
     after = {s: metrics(run / s)["started"] for s in STAGES}
     assert all(after[s] == before[s] for s in STAGES if s != "hpu_graph")
     assert metrics(run / "hpu_graph")["status"] == "ok"
     # Other options: nothing can be reused.
-    again = migrate("run", "--recipe", str(RECIPE), "--source", str(toy["source"]),
-                    "--workspace", str(toy["ws"]), "--runs-dir", str(toy["runs"]),
-                    "--device", "cpu", "--resume", "--run-id", "first", "--through", "compat",
-                    "--", "--ddim_steps", "2")
+    again = migrate(
+        "run",
+        "--recipe",
+        str(RECIPE),
+        "--source",
+        str(toy["source"]),
+        "--workspace",
+        str(toy["ws"]),
+        "--runs-dir",
+        str(toy["runs"]),
+        "--device",
+        "cpu",
+        "--resume",
+        "--run-id",
+        "first",
+        "--through",
+        "compat",
+        "--",
+        "--ddim_steps",
+        "2",
+    )
     assert again.returncode == 0, again.stderr
     assert "skipped" not in again.stderr
     assert metrics(run / "compat")["timing"]["steps"] == 3 * 2
@@ -181,11 +244,13 @@ def _crash_recipe(tmp_path: Path) -> Path:
     shutil.copy(TOY / "patches" / "toy" / "compat.patch", patches)
     (patches / "crash.patch").write_text(CRASH_HUNK.format(line="+" + CRASH))
     (patches / "uncrash.patch").write_text(
-        CRASH_HUNK.format(line="-" + CRASH).replace("-36,6 +36,7", "-36,7 +36,6"))
+        CRASH_HUNK.format(line="-" + CRASH).replace("-36,6 +36,7", "-36,7 +36,6")
+    )
     text = RECIPE.read_text()
-    head, smoke = text[: text.index("[[stages]]")], text[text.index("[smoke]"):]
-    stages = "".join(f'[[stages]]\nname = "{n}"\ndescription = "{n}"\n\n'
-                     for n in ("compat", "crash", "uncrash"))
+    head, smoke = text[: text.index("[[stages]]")], text[text.index("[smoke]") :]
+    stages = "".join(
+        f'[[stages]]\nname = "{n}"\ndescription = "{n}"\n\n' for n in ("compat", "crash", "uncrash")
+    )
     (root / "recipes").mkdir()
     recipe = root / "recipes" / "toyx.toml"
     recipe.write_text(head + stages + smoke)
@@ -195,9 +260,21 @@ def _crash_recipe(tmp_path: Path) -> Path:
 def test_a_failing_stage_is_a_result_not_a_crash(toy: dict[str, Path], tmp_path: Path) -> None:
     recipe = _crash_recipe(tmp_path)
     runs = tmp_path / "runs"
-    done = migrate("run", "--recipe", str(recipe), "--source", str(toy["source"]),
-                   "--workspace", str(tmp_path / "ws"), "--runs-dir", str(runs),
-                   "--device", "cpu", "--run-id", "r")
+    done = migrate(
+        "run",
+        "--recipe",
+        str(recipe),
+        "--source",
+        str(toy["source"]),
+        "--workspace",
+        str(tmp_path / "ws"),
+        "--runs-dir",
+        str(runs),
+        "--device",
+        "cpu",
+        "--run-id",
+        "r",
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     m = metrics(runs / "r" / "crash")
@@ -214,9 +291,25 @@ def test_a_failing_stage_is_a_result_not_a_crash(toy: dict[str, Path], tmp_path:
 
 def test_smoke_timeout_is_recorded_as_failed(toy: dict[str, Path], tmp_path: Path) -> None:
     # Naming a stage brings the workspace there first (from wherever earlier tests left it).
-    done = migrate("smoke", "minimal", "--recipe", str(RECIPE), "--workspace", str(toy["ws"]),
-                   "--runs-dir", str(tmp_path), "--device", "cpu", "--run-id", "t",
-                   "--timeout", "4", "--", "--ddim_steps", "1000000")
+    done = migrate(
+        "smoke",
+        "minimal",
+        "--recipe",
+        str(RECIPE),
+        "--workspace",
+        str(toy["ws"]),
+        "--runs-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--run-id",
+        "t",
+        "--timeout",
+        "4",
+        "--",
+        "--ddim_steps",
+        "1000000",
+    )
     assert done.returncode == 1
     assert applied_stages(load_recipe(RECIPE), toy["ws"]) == ["compat", "minimal"]
     m = metrics(tmp_path / "t" / "minimal")
@@ -224,12 +317,22 @@ def test_smoke_timeout_is_recorded_as_failed(toy: dict[str, Path], tmp_path: Pat
     assert "timed out after 4 s" in done.stderr.strip().splitlines()[-1]
 
 
-def test_bad_smoke_table_is_one_line_naming_file_and_key(tmp_path: Path,
-                                                         toy: dict[str, Path]) -> None:
+def test_bad_smoke_table_is_one_line_naming_file_and_key(
+    tmp_path: Path, toy: dict[str, Path]
+) -> None:
     recipe = _crash_recipe(tmp_path)
     recipe.write_text(recipe.read_text().replace('outdir_option = "--outdir"', "outdir_option = 3"))
-    done = migrate("smoke", "--recipe", str(recipe), "--workspace", str(toy["ws"]),
-                   "--runs-dir", str(tmp_path / "runs"), "--device", "cpu")
+    done = migrate(
+        "smoke",
+        "--recipe",
+        str(recipe),
+        "--workspace",
+        str(toy["ws"]),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--device",
+        "cpu",
+    )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert str(recipe) in done.stderr and "outdir_option" in done.stderr

@@ -14,7 +14,7 @@ from migrate.scan import coverage, render_markdown, render_table, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MAIN = '''\
+MAIN = """\
 import torch
 import torch as th
 from torch import cuda, autocast
@@ -47,9 +47,9 @@ text = "torch.cuda.is_available() in a string is not a call"
 w = x.type("torch.cuda.FloatTensor")
 with scope("cuda"):
     pass
-'''
+"""
 
-LIB = '''\
+LIB = """\
 import torch
 
 
@@ -65,7 +65,7 @@ class Embedder:
 
 def cpu_only(x):
     return x + 1
-'''
+"""
 
 
 def tree(tmp_path: Path) -> Path:
@@ -118,8 +118,17 @@ def test_scan_finds_each_kind(tmp_path: Path) -> None:
 def test_scan_json_and_renderers(tmp_path: Path) -> None:
     result = scan(tree(tmp_path))
     data = result.to_json()
-    assert {"schema", "root", "files_scanned", "findings", "by_file", "by_api", "by_kind",
-            "errors", "coverage"} <= set(data)
+    assert {
+        "schema",
+        "root",
+        "files_scanned",
+        "findings",
+        "by_file",
+        "by_api",
+        "by_kind",
+        "errors",
+        "coverage",
+    } <= set(data)
     assert data["coverage"] is None and data["files_scanned"] == 3
     json.dumps(data)
     md = render_markdown(result)
@@ -130,9 +139,9 @@ def test_scan_json_and_renderers(tmp_path: Path) -> None:
 def log_for(root: Path) -> str:
     """Records: one relative, one absolute, one from another machine (suffix), one multi-line
     call hit on its second line, one unexplained line in the tree, one inside torch."""
+
     def rec(path: str, line: int, api: str) -> str:
-        return (f"[2024-01-02 10:00:00] {path}:{line}\n"
-                f"    [hpu_match]: {api}() --> {api}(hpu)\n\n")
+        return f"[2024-01-02 10:00:00] {path}:{line}\n    [hpu_match]: {api}() --> {api}(hpu)\n\n"
 
     return (
         rec("main.py", 8, "torch.nn.Module.cuda")
@@ -140,8 +149,9 @@ def log_for(root: Path) -> str:
         + rec(f"{root}/main.py", 10, "torch.cuda.is_available")
         + rec("/home/someone/proj/pkg/lib.py", 10, "torch.Tensor.cuda")
         + rec("main.py", 4, "torch.cuda.amp.something")
-        + rec("/venv/lib/python3.11/site-packages/torch/nn/modules/module.py", 900,
-              "torch.Tensor.to")
+        + rec(
+            "/venv/lib/python3.11/site-packages/torch/nn/modules/module.py", 900, "torch.Tensor.to"
+        )
     )
 
 
@@ -164,8 +174,12 @@ def test_coverage(tmp_path: Path) -> None:
         ("/venv/lib/python3.11/site-packages/torch/nn/modules/module.py", 900, False),
     }
     summary = cov.to_json()["summary"]
-    assert summary == {"static_sites": len(result.findings), "exercised": 4,
-                       "never_ran": len(result.findings) - 4, "unexplained_sites": 2}
+    assert summary == {
+        "static_sites": len(result.findings),
+        "exercised": 4,
+        "never_ran": len(result.findings) - 4,
+        "unexplained_sites": 2,
+    }
 
 
 def test_cli_scan_with_log(tmp_path: Path) -> None:
@@ -173,11 +187,28 @@ def test_cli_scan_with_log(tmp_path: Path) -> None:
     log = write(tmp_path, log_for(root), "run/gpu_migration_1.log")
     out = tmp_path / "scan.json"
     result = subprocess.run(
-        [sys.executable, "-m", "migrate", "scan", str(root), "--log", str(log),
-         "--format", "json", "--out", str(out)], cwd=ROOT, capture_output=True)
+        [
+            sys.executable,
+            "-m",
+            "migrate",
+            "scan",
+            str(root),
+            "--log",
+            str(log),
+            "--format",
+            "json",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert data["coverage"]["summary"]["exercised"] == 4
-    table = subprocess.run([sys.executable, "-m", "migrate", "scan", str(root), "--log",
-                            str(log)], cwd=ROOT, capture_output=True)
+    table = subprocess.run(
+        [sys.executable, "-m", "migrate", "scan", str(root), "--log", str(log)],
+        cwd=ROOT,
+        capture_output=True,
+    )
     assert table.returncode == 0 and b"Never ran" in table.stdout

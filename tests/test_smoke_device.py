@@ -36,8 +36,13 @@ def test_auto_prefers_hpu_then_cuda_then_cpu(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_gaudi_env_turns_gpu_migration_on_without_the_emulator(tmp_path: Path) -> None:
-    env = child_env(Device("hpu", None), tmp_path / "logs", log_level=2,
-                    boot_modules=["migrate.smoke.probe"], base={"PATH": "/bin"})
+    env = child_env(
+        Device("hpu", None),
+        tmp_path / "logs",
+        log_level=2,
+        boot_modules=["migrate.smoke.probe"],
+        base={"PATH": "/bin"},
+    )
     assert env["PT_HPU_GPU_MIGRATION"] == "1" and env["PT_HPU_LAZY_MODE"] == "1"
     assert env["GPU_MIGRATION_LOG_LEVEL"] == "2" and env["HABANA_LOGS"] == str(tmp_path / "logs")
     assert "MIGRATE_SHIM_TARGET" not in env
@@ -45,8 +50,9 @@ def test_gaudi_env_turns_gpu_migration_on_without_the_emulator(tmp_path: Path) -
 
 
 def test_cpu_env_uses_the_emulator(tmp_path: Path) -> None:
-    env = child_env(Device("cpu", "cpu"), tmp_path, base={"PATH": "/bin"},
-                    extra={"HF_HUB_OFFLINE": "1"})
+    env = child_env(
+        Device("cpu", "cpu"), tmp_path, base={"PATH": "/bin"}, extra={"HF_HUB_OFFLINE": "1"}
+    )
     assert env["MIGRATE_SHIM_TARGET"] == "cpu" and env["HF_HUB_OFFLINE"] == "1"
     assert "PT_HPU_GPU_MIGRATION" not in env and env["PYTHONDONTWRITEBYTECODE"] == "1"
 
@@ -66,8 +72,11 @@ def test_probe_sync_cuts_and_waits_on_a_fake_gaudi(monkeypatch: pytest.MonkeyPat
 
 def test_probe_sync_leaves_emulated_cuda_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(
-        _initialized=False, synchronize=lambda: calls.append("cuda.synchronize")))
+    fake_torch = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(
+            _initialized=False, synchronize=lambda: calls.append("cuda.synchronize")
+        )
+    )
     monkeypatch.setitem(sys.modules, "torch", fake_torch)
     monkeypatch.delitem(sys.modules, "habana_frameworks.torch.core", raising=False)
     probe._sync()

@@ -16,7 +16,7 @@ from migrate.shim.runner import shim_env
 from migrate.smoke.metrics import read_events, timing_from_events
 from migrate.smoke.probe import EVENTS_ENV, TARGETS_ENV
 
-SAMPLER = '''
+SAMPLER = """
 import time
 
 class Sampler:
@@ -37,16 +37,16 @@ class Sampler:
 
 def build():
     return Sampler()
-'''
+"""
 
-SCRIPT = '''
+SCRIPT = """
 import sampler_mod
 model = sampler_mod.build()
 for n in range(3):
     assert model.sample(S=4, batch_size=2 if n else 200) == "done"
 assert sampler_mod.Sampler.helper() == "static"
 print("ok")
-'''
+"""
 
 
 def run_child(tmp_path: Path, targets: dict[str, list[str]]) -> tuple[str, list[dict]]:
@@ -55,17 +55,27 @@ def run_child(tmp_path: Path, targets: dict[str, list[str]]) -> tuple[str, list[
     events = tmp_path / "events.jsonl"
     env = shim_env(None, tmp_path / "logs", boot_modules=["migrate.smoke.probe"])
     env.update({EVENTS_ENV: str(events), TARGETS_ENV: json.dumps(targets)})
-    done = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "script.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout, read_events(events)
 
 
 def test_probe_times_batches_counts_steps_and_reports_at_exit(tmp_path: Path) -> None:
-    stdout, events = run_child(tmp_path, {
-        "batch": ["sampler_mod:Sampler.sample"], "step": ["sampler_mod:Sampler.step"],
-        "load": ["sampler_mod:build", "sampler_mod:Sampler.helper"],
-    })
+    stdout, events = run_child(
+        tmp_path,
+        {
+            "batch": ["sampler_mod:Sampler.sample"],
+            "step": ["sampler_mod:Sampler.step"],
+            "load": ["sampler_mod:build", "sampler_mod:Sampler.helper"],
+        },
+    )
     assert stdout.strip() == "ok"
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end"
@@ -90,15 +100,25 @@ def test_missing_target_is_reported_not_fatal(tmp_path: Path) -> None:
     stdout, events = run_child(tmp_path, {"batch": ["sampler_mod:Sampler.nope"]})
     assert stdout.strip() == "ok"
     assert {"event": "probe_missing", "target": "sampler_mod:Sampler.nope"}.items() <= next(
-        e for e in events if e["event"] == "probe_missing").items()
+        e for e in events if e["event"] == "probe_missing"
+    ).items()
     assert not [e for e in events if e["event"] == "batch"]
 
 
 def test_without_events_variable_the_probe_does_nothing(tmp_path: Path) -> None:
     env = shim_env(None, tmp_path, boot_modules=["migrate.smoke.probe"])
     env.pop(EVENTS_ENV, None)
-    done = subprocess.run([sys.executable, "-c", "import sys; print(len(sys.meta_path))"],
-                          env=env, capture_output=True, text=True, timeout=60)
-    plain = subprocess.run([sys.executable, "-c", "import sys; print(len(sys.meta_path))"],
-                           capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; print(len(sys.meta_path))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    plain = subprocess.run(
+        [sys.executable, "-c", "import sys; print(len(sys.meta_path))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and done.stdout == plain.stdout

@@ -76,11 +76,26 @@ def test_seed_is_the_last_one_given() -> None:
 def test_argv_order_defaults_size_model_outdir_then_passthrough(tmp_path: Path) -> None:
     spec = parse_spec(GOOD, "x.toml")
     request = SmokeRequest(
-        spec=spec, workspace=tmp_path, stage="minimal", run_id="r", stage_dir=tmp_path / "s",
-        device=Device("cpu", "cpu"), requested_device="auto", model=ModelInfo(size="full"),
-        model_args=["--config", "c.yaml"], extra_args=["--seed", "1"],
+        spec=spec,
+        workspace=tmp_path,
+        stage="minimal",
+        run_id="r",
+        stage_dir=tmp_path / "s",
+        device=Device("cpu", "cpu"),
+        requested_device="auto",
+        model=ModelInfo(size="full"),
+        model_args=["--config", "c.yaml"],
+        extra_args=["--seed", "1"],
     )
     assert build_argv(request) == [
-        "--seed", "42", "--H", "256", "--config", "c.yaml",
-        "--outdir", str(tmp_path / "s" / "out"), "--seed", "1",
+        "--seed",
+        "42",
+        "--H",
+        "256",
+        "--config",
+        "c.yaml",
+        "--outdir",
+        str(tmp_path / "s" / "out"),
+        "--seed",
+        "1",
     ]

@@ -26,12 +26,22 @@ def checkpoint() -> None:
 @recipe_option
 @workspace_option
 @click.option("--url", default=None, help="Download from here instead of the recipe's URL.")
-@click.option("--dest", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write it [default: the recipe's path inside the workspace].")
-@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Resume this many times after a cut connection.")
-def download(recipe: str, workspace: str | None, url: str | None, dest: Path | None,
-             retries: int) -> None:
+@click.option(
+    "--dest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write it [default: the recipe's path inside the workspace].",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Resume this many times after a cut connection.",
+)
+def download(
+    recipe: str, workspace: str | None, url: str | None, dest: Path | None, retries: int
+) -> None:
     """Download the checkpoint; an interrupted download resumes where it stopped.
 
     Bytes go to <dest>.part and the file gets its name only once its size (and sha256,
@@ -52,15 +62,27 @@ def download(recipe: str, workspace: str | None, url: str | None, dest: Path | N
     ws = path_for(loaded, workspace)
     target = dest or ws / spec.path
     console = Console(stderr=True)
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=console) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(target.name, total=spec.size)
 
         def advance(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = fetch(url or spec.url, target, size=spec.size, sha256=spec.sha256,
-                       progress=advance, retries=retries)
+        result = fetch(
+            url or spec.url,
+            target,
+            size=spec.size,
+            sha256=spec.sha256,
+            progress=advance,
+            retries=retries,
+        )
     if result.already_there:
         console.print(f"{result.path} is already complete ({result.size} bytes)")
     else:

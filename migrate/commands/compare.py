@@ -29,17 +29,36 @@ def _run_dir(value: str | None, runs_dir: Path) -> Path:
 @click.command()
 @click.argument("run", required=False)
 @click.option("--against", default=None, help="A second run to compare with (e.g. CPU vs CUDA).")
-@click.option("--format", "fmt", type=click.Choice(["table", "md", "html", "json"]),
-              default="table", show_default=True,
-              help="table: the terminal; md: a pull request; html: one self-contained page "
-                   "with every stage's sample grid; json: for scripts.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the report to this file instead of standard output.")
-@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where run ids are looked up [default: runs/ beside the recipes/ folder].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "md", "html", "json"]),
+    default="table",
+    show_default=True,
+    help="table: the terminal; md: a pull request; html: one self-contained page "
+    "with every stage's sample grid; json: for scripts.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report to this file instead of standard output.",
+)
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where run ids are looked up [default: runs/ beside the recipes/ folder].",
+)
 @recipe_option
-def compare(run: str | None, against: str | None, fmt: str, out: Path | None,
-            runs_dir: Path | None, recipe: str) -> None:
+def compare(
+    run: str | None,
+    against: str | None,
+    fmt: str,
+    out: Path | None,
+    runs_dir: Path | None,
+    recipe: str,
+) -> None:
     """Compare the stages of RUN (a folder or run id; default: the latest run).
 
     Per stage: patch size, offsets, status, device, model, first-batch and steady
@@ -77,8 +96,12 @@ def print_report(console: Console, report: Any, other: Any = None) -> None:
     for line in lib.notes(report):
         console.print(f"[yellow]{line}[/yellow]", soft_wrap=True)
     if other is not None:
-        console.print(_table(f"{report.run_id} (A) vs {other.run_id} (B)",
-                             *lib.transposed(*lib.cross_rows(lib.cross(report, other)))))
+        console.print(
+            _table(
+                f"{report.run_id} (A) vs {other.run_id} (B)",
+                *lib.transposed(*lib.cross_rows(lib.cross(report, other))),
+            )
+        )
 
 
 def _table(title: str, headers: list[str], rows: list[list[str]]) -> Table:

@@ -16,16 +16,25 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 FORMATS = ["table", "json", "md", "html"]
 
 format_option = click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
     help="table: rich tables; json: stable machine format; md: for a pull request; "
-         "html: one self-contained page.",
+    "html: one self-contained page.",
 )
 out_option = click.option(
-    "--out", type=click.Path(dir_okay=False, writable=True), default=None,
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
     help="Write the report to this file instead of the terminal.",
 )
 limit_option = click.option(
-    "--limit", type=click.IntRange(min=0), default=30, show_default=True,
+    "--limit",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
     help="Rows per long list in table/md/html (0 = all). JSON is always complete.",
 )
 
@@ -64,8 +73,14 @@ def _progress(inputs: tuple[str, ...], label: str) -> Iterator[Callable[[int], N
     if total is None or total < 64 << 20:
         yield None
         return
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -90,14 +105,19 @@ def emit(rendered: str | RenderableType, out: str | None) -> None:
 
 @log.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--root", type=click.Path(file_okay=False, exists=True), default=None,
-              help="The project's folder (e.g. the workspace): absolute paths under it count as "
-                   "'project' code; site-packages paths count as torch or third_party.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="The project's folder (e.g. the workspace): absolute paths under it count as "
+    "'project' code; site-packages paths count as torch or third_party.",
+)
 @format_option
 @out_option
 @limit_option
-def report(inputs: tuple[str, ...], root: str | None, fmt: str, out: str | None,
-           limit: int) -> None:
+def report(
+    inputs: tuple[str, ...], root: str | None, fmt: str, out: str | None, limit: int
+) -> None:
     """Totals by tag, API, file and origin; call sites; mismatches; behaviour changes.
 
     \b

@@ -28,19 +28,36 @@ from migrate.commands.smoke import (
 @device_option
 @model_option
 @ckpt_option
-@click.option("--source", default=None,
-              help="Clone from here (a local mirror, a path or URL) instead of the recipe's "
-                   "upstream [env: MIGRATE_SOURCE].")
-@click.option("--resume", is_flag=True,
-              help="Continue the latest run (or --run-id): stages already done with the same "
-                   "patches and options are not run again.")
+@click.option(
+    "--source",
+    default=None,
+    help="Clone from here (a local mirror, a path or URL) instead of the recipe's "
+    "upstream [env: MIGRATE_SOURCE].",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the latest run (or --run-id): stages already done with the same "
+    "patches and options are not run again.",
+)
 @click.option("--run-id", default=None, help="Name of the run folder [default: UTC time].")
 @timeout_option
 @runs_dir_option
 @click.pass_context
-def run(ctx: click.Context, recipe: str, workspace: str | None, through: str | None, device: str,
-        model: str | None, ckpt: Path | None, source: str | None, resume: bool,
-        run_id: str | None, timeout: float | None, runs_dir: Path | None) -> None:
+def run(
+    ctx: click.Context,
+    recipe: str,
+    workspace: str | None,
+    through: str | None,
+    device: str,
+    model: str | None,
+    ckpt: Path | None,
+    source: str | None,
+    resume: bool,
+    run_id: str | None,
+    timeout: float | None,
+    runs_dir: Path | None,
+) -> None:
     """Fetch the upstream, then apply and smoke every stage, then compare them.
 
     Each stage's results go to runs/<run-id>/<stage>/ and the comparison report
@@ -62,18 +79,26 @@ def run(ctx: click.Context, recipe: str, workspace: str | None, through: str | N
     if through is not None:
         loaded.stage(through)
     ws = path_for(loaded, workspace)
-    options = pipeline.RunOptions(device=device, model=model, ckpt=ckpt,
-                                  extra_args=passthrough(ctx), timeout=timeout)
+    options = pipeline.RunOptions(
+        device=device, model=model, ckpt=ckpt, extra_args=passthrough(ctx), timeout=timeout
+    )
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:
-        result = pipeline.run(loaded, ws, runs_dir or loaded.root / "runs", options,
-                              through=through, source=source, resume=resume, run_id=run_id,
-                              progress=progress)
+        result = pipeline.run(
+            loaded,
+            ws,
+            runs_dir or loaded.root / "runs",
+            options,
+            through=through,
+            source=source,
+            resume=resume,
+            run_id=run_id,
+            progress=progress,
+        )
     from migrate import compare
     from migrate.commands.compare import print_report
 
     print_report(Console(highlight=False), compare.load_run(result.run_dir))
     # (the report's notes above already say which stages failed and if weights are random)
-    console.print(f"report: {result.reports['html']} (also report.md, report.json)",
-                  soft_wrap=True)
+    console.print(f"report: {result.reports['html']} (also report.md, report.json)", soft_wrap=True)
     raise_if_failed(result)

@@ -12,11 +12,22 @@ from migrate.commands.log import emit, input_bytes, limit_option, out_option
 
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True))
-@click.option("--log", "logs", multiple=True, metavar="LOG",
-              help="A GPU Migration log (file, folder, .gz or -) to measure coverage against; "
-                   "repeat for several.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table",
-              show_default=True, help="table: rich tables; json: machine format; md: Markdown.")
+@click.option(
+    "--log",
+    "logs",
+    multiple=True,
+    metavar="LOG",
+    help="A GPU Migration log (file, folder, .gz or -) to measure coverage against; "
+    "repeat for several.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "md"]),
+    default="table",
+    show_default=True,
+    help="table: rich tables; json: machine format; md: Markdown.",
+)
 @out_option
 @limit_option
 def scan(path: str, logs: tuple[str, ...], fmt: str, out: str | None, limit: int) -> None:

@@ -90,16 +90,21 @@ def child_env(
     from migrate.shim.runner import shim_env
 
     env = shim_env(
-        device.emulator, log_dir, level=log_level, boot_modules=list(boot_modules),
+        device.emulator,
+        log_dir,
+        level=log_level,
+        boot_modules=list(boot_modules),
         base=dict(base if base is not None else os.environ),
     )
     if device.kind == "hpu":
-        env.update({
-            "PT_HPU_GPU_MIGRATION": "1",
-            "PT_HPU_LAZY_MODE": "1",
-            "GPU_MIGRATION_LOG_LEVEL": str(log_level),
-            "HABANA_LOGS": str(log_dir),
-        })
+        env.update(
+            {
+                "PT_HPU_GPU_MIGRATION": "1",
+                "PT_HPU_LAZY_MODE": "1",
+                "GPU_MIGRATION_LOG_LEVEL": str(log_level),
+                "HABANA_LOGS": str(log_dir),
+            }
+        )
     env.update(extra or {})
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep the workspace free of __pycache__ folders

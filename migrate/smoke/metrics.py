@@ -108,8 +108,13 @@ class StageMetrics:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageMetrics:
-        nested = {"device": DeviceInfo, "model": ModelInfo, "patch": PatchInfo,
-                  "timing": Timing, "memory": Memory}
+        nested = {
+            "device": DeviceInfo,
+            "model": ModelInfo,
+            "patch": PatchInfo,
+            "timing": Timing,
+            "memory": Memory,
+        }
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
         for key, kind in nested.items():
@@ -154,14 +159,18 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def timing_from_events(events: list[dict[str, Any]], spawned: float, exited: float,
-                       n_samples: int) -> Timing:
+def timing_from_events(
+    events: list[dict[str, Any]], spawned: float, exited: float, n_samples: int
+) -> Timing:
     """Per-batch latency, first batch apart, and throughput from the probe's events."""
     batches = [e for e in events if e.get("event") == "batch"]
     starts = [e for e in events if e.get("event") == "batch_start"]
     batch_s = [float(e["seconds"]) for e in batches]
-    timing = Timing(wall_s=exited - spawned, batch_s=batch_s,
-                    steps=sum(int(e.get("steps") or 0) for e in batches))
+    timing = Timing(
+        wall_s=exited - spawned,
+        batch_s=batch_s,
+        steps=sum(int(e.get("steps") or 0) for e in batches),
+    )
     if starts:
         timing.startup_s = float(starts[0]["t"]) - spawned
     loads = [float(e["seconds"]) for e in events if e.get("event") == "load"]
@@ -173,7 +182,8 @@ def timing_from_events(events: list[dict[str, Any]], spawned: float, exited: flo
             timing.steady_batch_s = statistics.fmean(batch_s[1:])
         sizes = [e.get("batch_size") for e in batches]
         per_batch = (
-            float(sizes[0]) if all(isinstance(s, int) for s in sizes) and sizes[0]
+            float(sizes[0])
+            if all(isinstance(s, int) for s in sizes) and sizes[0]
             else (n_samples / len(batch_s) if n_samples else None)
         )
         total = sum(batch_s)

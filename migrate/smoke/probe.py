@@ -32,9 +32,15 @@ TARGETS_ENV = "MIGRATE_PROBE_TARGETS"
 
 # distribution name -> import name; versions are reported for those the script imported
 _PACKAGES = {
-    "torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "pillow": "PIL",
-    "transformers": "transformers", "tokenizers": "tokenizers", "omegaconf": "omegaconf",
-    "pytorch-lightning": "pytorch_lightning", "einops": "einops",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "numpy": "numpy",
+    "pillow": "PIL",
+    "transformers": "transformers",
+    "tokenizers": "tokenizers",
+    "omegaconf": "omegaconf",
+    "pytorch-lightning": "pytorch_lightning",
+    "einops": "einops",
     "habana-torch-plugin": "habana_frameworks",
 }
 
@@ -174,8 +180,12 @@ class Probe:
                 self._enter("batch", -1)
             seconds = time.perf_counter() - start
             self.recorder.emit(
-                "batch", index=index, seconds=seconds, steps=self.steps - steps_before,
-                batch_size=kwargs.get("batch_size"), target=target,
+                "batch",
+                index=index,
+                seconds=seconds,
+                steps=self.steps - steps_before,
+                batch_size=kwargs.get("batch_size"),
+                target=target,
             )
             return result
 
@@ -212,8 +222,13 @@ class Probe:
         atexit.register(self.finish)
 
     def finish(self) -> None:
-        self.recorder.emit("end", batches=self.batches, steps=self.steps,
-                           versions=_versions(), **_device_and_memory())
+        self.recorder.emit(
+            "end",
+            batches=self.batches,
+            steps=self.steps,
+            versions=_versions(),
+            **_device_and_memory(),
+        )
 
 
 def _start() -> None:

@@ -73,7 +73,8 @@ def build_argv(req: SmokeRequest) -> list[str]:
         *req.spec.args,
         *(req.spec.model_args(req.model.size) if req.spec.models else []),
         *req.model_args,
-        req.spec.outdir_option, str(req.stage_dir / OUT_DIR),
+        req.spec.outdir_option,
+        str(req.stage_dir / OUT_DIR),
         *req.extra_args,
     ]
 
@@ -97,13 +98,21 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     events_path.touch()
 
     argv = build_argv(req)
-    probe_targets = {"batch": req.spec.probe.batch, "step": req.spec.probe.step,
-                     "load": req.spec.probe.load}
+    probe_targets = {
+        "batch": req.spec.probe.batch,
+        "step": req.spec.probe.step,
+        "load": req.spec.probe.load,
+    }
     env = child_env(
-        req.device, logs_dir, log_level=req.spec.log_level,
+        req.device,
+        logs_dir,
+        log_level=req.spec.log_level,
         boot_modules=[PROBE_MODULE, *req.boot_modules],
-        extra={**req.model_env, EVENTS_ENV: str(events_path),
-               TARGETS_ENV: json.dumps(probe_targets)},
+        extra={
+            **req.model_env,
+            EVENTS_ENV: str(events_path),
+            TARGETS_ENV: json.dumps(probe_targets),
+        },
     )
     # The upstream's packages (ldm, ...) import from the workspace, as after `pip install -e .`
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(req.workspace)]))
@@ -111,8 +120,13 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     with (stage_dir / "stdout.log").open("wb") as out, (stage_dir / "stderr.log").open("wb") as err:
         spawned = time.time()
         child = subprocess.Popen(
-            [req.python, str(script), *argv], cwd=req.workspace, env=env,
-            stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+            [req.python, str(script), *argv],
+            cwd=req.workspace,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             timed_out = _follow(child, events_path, req.timeout, spawned, on_event)
@@ -144,9 +158,13 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         reason=reason,
         returncode=returncode,
         stderr_tail=stderr_tail if status != "ok" else "",
-        device=DeviceInfo(requested=req.requested_device, kind=req.device.kind,
-                          emulator=req.device.emulator, name=end.get("device_name"),
-                          threads=end.get("threads")),
+        device=DeviceInfo(
+            requested=req.requested_device,
+            kind=req.device.kind,
+            emulator=req.device.emulator,
+            name=end.get("device_name"),
+            threads=end.get("threads"),
+        ),
         model=req.model,
         patch=req.patch,
         seed=seed_of(argv, req.spec.seed_option),
@@ -164,8 +182,13 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     return metrics
 
 
-def _follow(child: subprocess.Popen[bytes], events_path: Path, timeout: float | None,
-            spawned: float, on_event: EventHandler | None) -> bool:
+def _follow(
+    child: subprocess.Popen[bytes],
+    events_path: Path,
+    timeout: float | None,
+    spawned: float,
+    on_event: EventHandler | None,
+) -> bool:
     """Pass the probe's events on as they come until the child exits; True if it timed out."""
     with events_path.open("r", encoding="utf-8") as tail:
         pending = ""
@@ -207,8 +230,11 @@ def _kill_tree(child: subprocess.Popen[bytes]) -> None:
 
 
 def _artifacts(stage_dir: Path, paths: Any) -> list[Artifact]:
-    return [Artifact(path=str(p.relative_to(stage_dir)), sha256=sha256_file(p))
-            for p in sorted(paths) if p.is_file()]
+    return [
+        Artifact(path=str(p.relative_to(stage_dir)), sha256=sha256_file(p))
+        for p in sorted(paths)
+        if p.is_file()
+    ]
 
 
 def _tail(path: Path, lines: int = TAIL_LINES) -> str:

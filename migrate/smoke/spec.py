@@ -32,8 +32,19 @@ from migrate.errors import RecipeError
 
 _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _KEYS = {
-    "script", "args", "outdir_option", "seed_option", "samples", "grid", "builder",
-    "timeout", "models", "probe", "log_level", "default_model", "random_weights",
+    "script",
+    "args",
+    "outdir_option",
+    "seed_option",
+    "samples",
+    "grid",
+    "builder",
+    "timeout",
+    "models",
+    "probe",
+    "log_level",
+    "default_model",
+    "random_weights",
 }
 _PROBE_KEYS = {"batch", "step", "load"}
 
@@ -69,8 +80,9 @@ class SmokeSpec:
         """The extra arguments for a model size; unknown sizes are bad input."""
         if model not in self.models:
             known = ", ".join(sorted(self.models)) or "none"
-            raise RecipeError(f"model size {model!r} is not in the recipe's [smoke.models] "
-                              f"({known})")
+            raise RecipeError(
+                f"model size {model!r} is not in the recipe's [smoke.models] ({known})"
+            )
         return list(self.models[model])
 
 

@@ -33,8 +33,9 @@ def make_toy_upstream(dest: Path) -> str:
     env = {**os.environ, **_GIT_ENV}
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(dest), *args], env=env, check=True,
-                              capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(dest), *args], env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     git("init", "-q", "-b", "main")
     git("config", "core.autocrlf", "false")
