@@ -76,6 +76,7 @@ class StageApplied:
     name: str
     offsets: list[Offset]
     commit: str
+    empty: bool = False  # the patch changes nothing (zero bytes or only a header)
 
 
 @dataclass(frozen=True)
@@ -536,7 +537,7 @@ def _apply_one(
     _write_journal(ws, "apply", stage.name, base, ours)
     try:
         offsets, error = [], None
-        if parsed.files:  # an empty patch is an empty stage: quilt's `new`, before `refresh`
+        if not parsed.empty:  # an empty patch is an empty stage: quilt's `new`, before `refresh`
             offsets, error = _git_apply(ws, stage, parsed, "--index")
         if error:
             _clear_journal(ws)  # git apply wrote nothing
@@ -549,7 +550,7 @@ def _apply_one(
         _repair(recipe, ws, _read_journal(ws) or {})
         raise
     _clear_journal(ws)
-    return StageApplied(stage.name, offsets, commit)
+    return StageApplied(stage.name, offsets, commit, empty=parsed.empty)
 
 
 def check(

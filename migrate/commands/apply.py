@@ -61,6 +61,7 @@ def apply(stage: str | None, check: bool, force: bool, recipe: str, workspace: s
     applied = stack.apply(loaded, ws, stage, force=force, notify=notify)
     for result in applied:
         moved = f"; offsets: {_offsets(result.offsets)}" if result.offsets else ""
-        out.print(f"applied {result.name} -> {result.commit[:12]}{escape(moved)}")
+        empty = " (empty patch)" if result.empty else ""
+        out.print(f"applied {result.name} -> {result.commit[:12]}{empty}{escape(moved)}")
     if not applied:
         out.print("nothing to apply")

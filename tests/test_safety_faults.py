@@ -1,0 +1,232 @@
+"""Issue 11: hostile input and faults against the stage stack, each ending in a refusal or a repair.
+
+Real git repositories in temporary folders. Where a fault cannot be made for real on any machine
+(a full disk), the test makes it for real when it can (root: a small tmpfs) and otherwise through a
+`git` wrapper first on PATH that fails the way git does (a fault-injection seam; no code under test
+is patched). No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import git
+from test_stack import FILES, ONE, Project, build_project
+
+from migrate import patchfile, stack
+from migrate.errors import PatchError
+
+CAFE = "lib/caf\u00e9.py"
+# git's own spelling of a path with a non-ASCII byte: quoted, octal-escaped UTF-8.
+CAFE_PATCH = """\
+diff --git "a/lib/caf\\303\\251.py" "b/lib/caf\\303\\251.py"
+--- "a/lib/caf\\303\\251.py"
++++ "b/lib/caf\\303\\251.py"
+@@ -1,3 +1,3 @@
+ one
+-two
++TWO
+ three
+"""
+
+
+def _project(tmp_path: Path, make_repo, patches: dict[str, str], extra: dict[str, str]) -> Project:
+    """build_project's layout, with more files in the upstream."""
+    origin, commit = make_repo({**FILES, **extra})
+    root = tmp_path / "proj"
+    (root / "patches" / "toy").mkdir(parents=True)
+    (root / "recipes").mkdir()
+    stages = ""
+    for name, text in patches.items():
+        (root / "patches" / "toy" / f"{name}.patch").write_text(text)
+        stages += f'[[stages]]\nname = "{name}"\ndescription = "Stage {name}"\n\n'
+    recipe = root / "recipes" / "toy.toml"
+    recipe.write_text(
+        f'upstream = "https://example.invalid/toy.git"\ncommit = "{commit}"\n\n{stages}'
+    )
+    project = Project(root, recipe, origin, commit, tmp_path / "ws")
+    result = project.cli("fetch", "--source", str(origin))
+    assert result.exit_code == 0, result.output
+    return project
+
+
+def _argv(project: Project, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "migrate",
+        *args,
+        "--recipe",
+        str(project.recipe),
+        "--workspace",
+        str(project.ws),
+    ]
+
+
+def _run(project: Project, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess (real exit code, real stderr)."""
+    return subprocess.run(
+        _argv(project, *args),
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _first_line(text: str) -> str:
+    return next((line for line in text.splitlines() if line.strip()), "")
+
+
+# ---------------------------------------------------------------- 1. quoted patch paths
+
+
+@pytest.mark.parametrize(
+    ("quoted", "decoded"),
+    [
+        ('"b/model\\163/evil.txt"', "b/models/evil.txt"),
+        ('"b/lib/caf\\303\\251.py"', "b/lib/caf\u00e9.py"),
+        ('"a/tab\\tname"', "a/tab\tname"),
+        ('"a/q\\"uote\\\\back"', 'a/q"uote\\back'),
+        ("b/plain name.txt", "b/plain name.txt"),
+        ('"b/bad\\377byte"', "b/bad\udcffbyte"),  # not UTF-8: the bytes, as os functions see them
+    ],
+)
+def test_git_unquote_decodes_as_git_does(quoted: str, decoded: str) -> None:
+    assert patchfile.git_unquote(quoted) == decoded
+
+
+@pytest.mark.parametrize("bad", ['"b/x\\q"', '"b/unterminated', '"b/x\\40"'])
+def test_git_unquote_refuses_what_git_refuses(bad: str) -> None:
+    with pytest.raises(ValueError):
+        patchfile.git_unquote(bad)
+
+
+def test_parse_reports_decoded_paths(tmp_path: Path) -> None:
+    patch = tmp_path / "p.patch"
+    patch.write_text(CAFE_PATCH)
+    assert patchfile.parse(patch).files == [CAFE]
+    patch.write_text('--- /dev/null\n+++ "b/model\\163/evil.txt"\n@@ -0,0 +1 @@\n+evil\n')
+    parsed = patchfile.parse(patch)
+    assert parsed.files == ["models/evil.txt"] and parsed.created == ["models/evil.txt"]
+
+
+@pytest.mark.parametrize(
+    "line", ['+++ "b/.gi\\164/hooks/post-commit"', '+++ "b/.GI\\124/hooks/post-commit"']
+)
+def test_quoted_dot_git_is_refused(tmp_path: Path, line: str) -> None:
+    patch = tmp_path / "p.patch"
+    patch.write_text(f"--- /dev/null\n{line}\n@@ -0,0 +1 @@\n+echo owned\n")
+    with pytest.raises(PatchError, match="touches .git/"):
+        patchfile.parse(patch)
+
+
+def test_quoted_path_through_an_untracked_symlink_is_refused(tmp_path: Path, make_repo) -> None:
+    """`"b/model\\163/evil.txt"` is models/evil.txt; models is an untracked symlink outside."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    text = '--- /dev/null\n+++ "b/model\\163/evil.txt"\n@@ -0,0 +1 @@\n+evil\n'
+    project = build_project(tmp_path, make_repo, {"bad": text})
+    (project.ws / "models").symlink_to(outside)
+    for args in (("apply", "--check"), ("apply",)):
+        result = project.cli(*args)
+        assert result.exit_code == 2, result.output
+        assert "goes through the symlink models" in result.output
+    assert list(outside.iterdir()) == []
+
+
+def test_deep_untracked_symlink_parent_is_refused(tmp_path: Path, make_repo) -> None:
+    outside = tmp_path / "elsewhere"
+    (outside / "x").mkdir(parents=True)
+    text = '--- /dev/null\n+++ "b/pkg/su\\142/x/evil.py"\n@@ -0,0 +1 @@\n+evil\n'
+    project = build_project(tmp_path, make_repo, {"bad": text})
+    (project.ws / "pkg" / "sub").symlink_to(outside)
+    result = project.cli("apply")
+    assert result.exit_code == 2 and "goes through the symlink pkg/sub" in result.output
+    assert list((outside / "x").iterdir()) == []
+
+
+# ---------------------------------------------------------------- 2. SIGKILL with non-ASCII names
+
+
+def test_sigkill_mid_stage_with_a_non_ascii_name_is_repaired(tmp_path: Path, make_repo) -> None:
+    project = _project(tmp_path, make_repo, {"cafe": CAFE_PATCH}, {CAFE: "one\ntwo\nthree\n"})
+    proc = subprocess.Popen(
+        _argv(project, "apply"),
+        env={**os.environ, "MIGRATE_TEST_PAUSE": "60"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    journal = project.ws / ".git" / "migrate" / "journal.json"
+    deadline = time.monotonic() + 60
+    while not (journal.exists() and "TWO" in (project.ws / CAFE).read_text()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the stage never started"
+        time.sleep(0.05)
+    time.sleep(0.2)  # let git apply exit
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert CAFE in journal.read_text(encoding="utf-8") or "caf\\u00e9" in journal.read_text()
+    result = _run(project, "apply")
+    assert "repaired an interrupted apply of stage 'cafe'" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert stack.applied_stages(project.load(), project.ws) == ["cafe"]
+    assert git(project.ws, "status", "--porcelain") == ""
+    assert (project.ws / CAFE).read_text() == "one\nTWO\nthree\n"
+
+
+# ---------------------------------------------------------------- 4. not a unified diff
+
+CONTEXT_DIFF = """\
+*** a/a.txt\t2024-01-01 00:00:00
+--- b/a.txt\t2024-01-01 00:00:00
+***************
+*** 1,3 ****
+  line1
+! line2
+  line3
+--- 1,3 ----
+  line1
+! LINE2
+  line3
+"""
+HTML_PAGE = "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n<body/></html>\n"
+BASE64 = "LS0tIGEvYS50eHQKKysrIGIvYS50eHQKQEAgLTEgKzEgQEAKLWxpbmUxCitMSU5FMQo=\n"
+
+
+@pytest.mark.parametrize(
+    "text", [CONTEXT_DIFF, HTML_PAGE, BASE64], ids=["context-diff", "html", "base64"]
+)
+def test_a_patch_without_unified_hunks_is_refused(tmp_path: Path, make_repo, text: str) -> None:
+    project = build_project(tmp_path, make_repo, {"one": ONE, "bad": text})
+    result = project.cli("apply")
+    assert result.exit_code == 2, result.output
+    assert "bad.patch" in result.output and "no unified-diff hunks" in result.output
+    assert stack.applied_stages(project.load(), project.ws) == ["one"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n", "Description: start of a new stage\nAuthor: Me <me@example.invalid>\n"],
+    ids=["zero-bytes", "blank", "dep3-only"],
+)
+def test_an_empty_patch_is_allowed_and_reported_empty(tmp_path: Path, make_repo, text: str) -> None:
+    project = build_project(tmp_path, make_repo, {"one": ONE, "fresh": text})
+    result = project.cli("apply")
+    assert result.exit_code == 0, result.output
+    assert "applied fresh" in result.output and "(empty patch)" in result.output
+    assert stack.applied_stages(project.load(), project.ws) == ["one", "fresh"]
+
+
+def test_stats_of_a_non_diff_is_refused(tmp_path: Path) -> None:
+    patch = tmp_path / "p.patch"
+    patch.write_text(HTML_PAGE)
+    with pytest.raises(PatchError, match="no unified-diff hunks"):
+        patchfile.stats(patch)
