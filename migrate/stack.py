@@ -45,6 +45,7 @@ SHA_TRAILER = "Migrate-Patch-Sha256"
 HUNK_RE = re.compile(r"^Hunk #(\d+) succeeded at (\d+)(?: \(offset (-?\d+) lines?\))?")
 CHECKING_RE = re.compile(r"^Checking patch (.+)\.\.\.$")
 FAILED_RE = re.compile(r"^error: patch failed: (.+):(\d+)$")
+_PROBLEM = ("error: ", "fatal: ")  # the lines of git's output that say what went wrong
 # The one diff format written to patch files: independent of user config and git version
 # defaults, so that refreshing twice changes nothing.
 DIFF_OPTIONS = (
@@ -344,14 +345,23 @@ def session(recipe: Recipe, ws: Path, notify: Notify | None = None) -> Iterator[
 # ---------------------------------------------------------------- apply
 
 
+@dataclass(frozen=True)
+class ApplyFailure:
+    """A failed `git apply`: the one-line explanation, git's first error, its whole output."""
+
+    message: str
+    reason: str
+    output: str
+
+
 def _git_apply(
     ws: Path,
     stage: Stage,
     parsed: patchfile.ParsedPatch,
     *args: str,
     extra_env: dict[str, str] | None = None,
-) -> tuple[list[Offset], str | None]:
-    """Run `git apply -v ARGS patch`: (offsets, None) or ([], error message)."""
+) -> tuple[list[Offset], ApplyFailure | None]:
+    """Run `git apply -v ARGS patch`: (offsets, None) or ([], what failed)."""
     result = git.run(
         ws,
         "apply",
@@ -371,7 +381,10 @@ def _git_apply(
             offsets.append(Offset(current, int(match[1]), int(match[2]), int(match[3])))
     if result.returncode == 0:
         return offsets, None
-    return [], _explain(stage, parsed, result.stderr)
+    problems = [ln for ln in result.stderr.splitlines() if ln.startswith(_PROBLEM)]
+    reason = problems[0].split(": ", 1)[1] if problems else f"exit status {result.returncode}"
+    output = result.stdout + result.stderr
+    return [], ApplyFailure(_explain(stage, parsed, result.stderr), reason, output)
 
 
 def _explain(stage: Stage, parsed: patchfile.ParsedPatch, stderr: str) -> str:
@@ -389,8 +402,8 @@ def _explain(stage: Stage, parsed: patchfile.ParsedPatch, stderr: str) -> str:
                         f"expected these lines:\n{shown}{more}"
                     )
             return f"{head}: {file}, the hunk at line {start}"
-    errors = [ln.removeprefix("error: ") for ln in stderr.splitlines() if ln.startswith("error: ")]
-    return f"{head}: {errors[0] if errors else stderr.strip() or 'git apply failed'}"
+    errors = [ln.split(": ", 1)[1] for ln in stderr.splitlines() if ln.startswith(_PROBLEM)]
+    return f"{head}: {errors[0] if errors else 'git apply failed'}"
 
 
 def _commit_stage(
@@ -485,8 +498,13 @@ def apply(
     *,
     force: bool = False,
     notify: Notify | None = None,
+    on_applied: Callable[[StageApplied], None] | None = None,
 ) -> list[StageApplied]:
-    """Apply the stages after the last applied one, up to `through` (default: all)."""
+    """Apply the stages after the last applied one, up to `through` (default: all).
+
+    `on_applied` hears of each stage as it is committed: when a later stage fails, the
+    stages this call applied before it stay applied, and the caller has said so.
+    """
     with session(recipe, ws, notify) as ws:
         walk = _walk(recipe, ws)
         applied = walk.applied
@@ -516,6 +534,8 @@ def apply(
         for stage in pending:
             results.append(_apply_one(recipe, ws, stage, base, env))
             base = results[-1].commit
+            if on_applied:
+                on_applied(results[-1])
         return results
 
 
@@ -535,22 +555,85 @@ def _apply_one(
     # (git apply refuses to overwrite it anyway).
     ours = [f for f in parsed.files if f not in parsed.created or not os.path.lexists(ws / f)]
     _write_journal(ws, "apply", stage.name, base, ours)
+    offsets, error, commit = [], None, ""
     try:
-        offsets, error = [], None
         if not parsed.empty:  # an empty patch is an empty stage: quilt's `new`, before `refresh`
             offsets, error = _git_apply(ws, stage, parsed, "--index")
-        if error:
-            _clear_journal(ws)  # git apply wrote nothing
-            raise ConflictError(f"{error}\nnothing was changed")
-        _pause()
-        commit = _commit_stage(recipe, ws, stage, base, base, env)
-    except ConflictError:
-        raise
+        if not error:
+            _pause()
+            commit = _commit_stage(recipe, ws, stage, base, base, env)
     except BaseException:
         _repair(recipe, ws, _read_journal(ws) or {})
         raise
+    if error:
+        _undo_failed_apply(recipe, ws, stage, ours, error)  # raises
     _clear_journal(ws)
     return StageApplied(stage.name, offsets, commit, empty=parsed.empty)
+
+
+def _undo_failed_apply(
+    recipe: Recipe, ws: Path, stage: Stage, ours: list[str], error: ApplyFailure
+) -> None:
+    """After `git apply` failed: make sure the tree is as before the stage; always raises.
+
+    A hunk that does not apply stops git before it writes anything. A write that fails (a
+    full disk, a read-only file) can stop it halfway: what it wrote is found (git status),
+    undone from the journal, and said; if undoing fails too, the journal stays for the next
+    command. git's full output goes to a file, named in the one-line message.
+    """
+    written = _written(ws, ours)
+    if not written:
+        _clear_journal(ws)
+        log = _keep_git_output(ws, stage, error.output)
+        where = f" (git's output: {log})" if log else ""
+        raise ConflictError(f"{error.message}\nnothing was changed{where}")
+    head = f"stage '{stage.name}' ({stage.patch.name}): git apply failed after writing"
+    detail = f"{len(written)} file(s) ({error.reason})"
+    try:
+        _repair(recipe, ws, _read_journal(ws) or {})
+    except (MigrateError, OSError) as exc:
+        log = _keep_git_output(ws, stage, error.output)
+        where = f" (git's output: {log})" if log else ""
+        raise MigrateError(
+            f"{head} {detail}, and undoing them failed too ({exc}); the journal "
+            f"{_journal_path(ws)} is kept: free space or fix the cause, then the next migrate "
+            f"command repairs the workspace{where}"
+        ) from None
+    log = _keep_git_output(ws, stage, error.output)  # after the repair freed the space
+    where = f" (git's output: {log})" if log else ""
+    raise MigrateError(
+        f"{head} {detail}; those files were restored: the workspace is as before the stage{where}"
+    )
+
+
+def _written(ws: Path, files: list[str]) -> list[str]:
+    """Which of `files` differ from HEAD (index or work tree) or exist untracked.
+
+    Read without taking the index lock (GIT_OPTIONAL_LOCKS=0): on a full disk git cannot
+    write a refreshed index, but it can still say what changed.
+    """
+    raw = git.run(
+        ws,
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=all",
+        "--no-renames",
+        extra_env={"GIT_OPTIONAL_LOCKS": "0"},
+    ).stdout
+    changed = {entry[3:] for entry in raw.split("\0") if len(entry) > 3}
+    return sorted(changed & set(files))
+
+
+def _keep_git_output(ws: Path, stage: Stage, output: str) -> Path | None:
+    """Write git's whole output to .git/migrate/; None when even that cannot be written."""
+    path = workspace.migrate_dir(ws) / f"git-apply-{stage.name}.log"
+    try:
+        path.write_text(output, encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+    return path
 
 
 def check(
@@ -582,7 +665,7 @@ def check(
                     offsets, error = _git_apply(ws, stage, parsed, "--cached", extra_env=env)
                 if error:
                     failed = stage.name
-                    results.append(StageCheck(stage.name, "conflict", [], error))
+                    results.append(StageCheck(stage.name, "conflict", [], error.message))
                 else:
                     results.append(StageCheck(stage.name, "ok", offsets))
         finally:

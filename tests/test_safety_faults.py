@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import git
-from test_stack import FILES, ONE, Project, build_project
+from test_stack import FILES, ONE, TWO, Project, build_project
 
 from migrate import patchfile, stack
 from migrate.errors import PatchError
@@ -230,3 +230,142 @@ def test_stats_of_a_non_diff_is_refused(tmp_path: Path) -> None:
     patch.write_text(HTML_PAGE)
     with pytest.raises(PatchError, match="no unified-diff hunks"):
         patchfile.stats(patch)
+
+
+# ---------------------------------------------------------------- 3. disk full mid-stage
+
+
+def _grow_patch(count: int, size: int) -> str:
+    """A patch that turns each of f0..f{count-1}.txt ('line\\n') into `size` bytes."""
+    body = "".join(f"+{'x' * 99}\n" for _ in range(size // 100))
+    return "".join(
+        f"--- a/f{i}.txt\n+++ b/f{i}.txt\n@@ -1 +1,{size // 100} @@\n-line\n{body}"
+        for i in range(count)
+    )
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A 2 MiB tmpfs (real ENOSPC); skipped where mounting is not allowed (not root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_mid_stage_leaves_the_tree_as_before(
+    tmp_path: Path, make_repo, small_fs: Path
+) -> None:
+    files = {f"f{i}.txt": "line\n" for i in range(30)}
+    project = _project(tmp_path, make_repo, {"one": ONE, "grow": _grow_patch(30, 40_000)}, files)
+    ws = small_fs / "ws"
+    subprocess.run(["cp", "-a", str(project.ws), str(ws)], check=True)
+    git(ws, "update-index", "-q", "--refresh")
+    project.ws = ws
+    assert project.cli("apply", "one").exit_code == 0
+    before = project.snapshot()
+    # leave room for about half of the stage's 1.2 MB
+    free = os.statvfs(ws).f_bavail * os.statvfs(ws).f_frsize
+    (small_fs / "filler").write_bytes(b"\0" * max(0, free - 600_000))
+    result = _run(project, "apply")
+    err = result.stderr
+    assert result.returncode == 1, err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert "restored" in err and "as before the stage" in err and "nothing was changed" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+    log = Path(err.split("git's output: ")[1].split(")")[0])
+    assert "No space left on device" in log.read_text()
+    (small_fs / "filler").unlink()
+    assert project.snapshot() == before
+    assert not (ws / ".git" / "migrate" / "journal.json").exists()
+
+
+GIT_FAILS_MIDWAY = """#!/bin/sh
+# Test double: `git apply --index` of grow.patch writes the stage, then fails as on a full disk.
+case " $* " in
+  *" apply "*"--index"*grow.patch*)
+    {real} "$@" || exit $?
+    [ "$1" = "-C" ] && : > "$2/f3.txt"  # a write cut short
+    i=0; while [ $i -lt 3000 ]; do echo "Checking patch f$i.txt..."; i=$((i+1)); done >&2
+    echo "error: failed to write to 'f3.txt': No space left on device" >&2
+    exit 128;;
+esac
+exec {real} "$@"
+"""
+
+
+def _fake_git(tmp_path: Path, fails_repair: bool = False) -> dict[str, str]:
+    real = subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    script = GIT_FAILS_MIDWAY.format(real=real)
+    if fails_repair:  # the repair's checkout fails too (the disk is still full)
+        script = script.replace(
+            f"exec {real}",
+            'case " $* " in *" checkout "*) echo "fatal: No space left on device" >&2; exit 128;; '
+            f"esac\nexec {real}",
+        )
+    (bin_dir / "git").write_text(script)
+    (bin_dir / "git").chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_a_failed_write_midway_is_undone_and_said_in_one_line(tmp_path: Path, make_repo) -> None:
+    """Fault-injection seam (any machine): git apply writes, then fails like ENOSPC."""
+    files = {f"f{i}.txt": "line\n" for i in range(10)}
+    project = _project(tmp_path, make_repo, {"one": ONE, "grow": _grow_patch(10, 1000)}, files)
+    before = project.snapshot()
+    result = _run(project, "apply", **_fake_git(tmp_path))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: stage 'grow' (grow.patch): git apply failed after writing")
+    assert "No space left on device" in lines[0] and "as before the stage" in lines[0]
+    log = Path(lines[0].split("git's output: ")[1].split(")")[0])
+    assert log.read_text().count("Checking patch") >= 3000  # git's own 10, then the dump
+    assert (project.ws / "f3.txt").read_text() == "line\n"  # the truncated file, restored
+    # the earlier stage of the same command is reported, and stays applied
+    assert "applied one ->" in result.stdout
+    after = project.snapshot()
+    assert {k: v for k, v in after.items() if k not in ("<HEAD>", "<tags>")} == {
+        **{k: v for k, v in before.items() if k not in ("<HEAD>", "<tags>")},
+        "a.txt": after["a.txt"],
+    }
+    assert stack.applied_stages(project.load(), project.ws) == ["one"]
+    assert git(project.ws, "status", "--porcelain") == ""
+
+
+def test_a_failed_repair_keeps_the_journal_and_says_so(tmp_path: Path, make_repo) -> None:
+    files = {f"f{i}.txt": "line\n" for i in range(10)}
+    project = _project(tmp_path, make_repo, {"grow": _grow_patch(10, 1000)}, files)
+    result = _run(project, "apply", **_fake_git(tmp_path, fails_repair=True))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "the journal" in lines[0] and "next migrate command repairs" in lines[0]
+    assert (project.ws / ".git" / "migrate" / "journal.json").exists()
+    repaired = _run(project, "status")
+    assert "interrupted apply of stage 'grow'" in repaired.stdout
+    fixed = _run(project, "revert", "upstream")
+    assert "repaired an interrupted apply of stage 'grow'" in fixed.stderr
+    assert git(project.ws, "status", "--porcelain") == ""
+
+
+# ---------------------------------------------------------------- 11. smaller items
+
+
+def test_a_later_stage_failing_reports_the_stages_applied_before_it(
+    tmp_path: Path, make_repo
+) -> None:
+    conflict = ONE.replace("-line2\n+LINE2", "-no such line\n+LINE2")
+    project = build_project(tmp_path, make_repo, {"one": ONE, "two": TWO, "bad": conflict})
+    result = _run(project, "apply")
+    assert result.returncode == 1
+    assert "applied one ->" in result.stdout and "applied two ->" in result.stdout
+    assert "stage 'bad' (bad.patch) does not apply" in result.stderr
+    assert stack.applied_stages(project.load(), project.ws) == ["one", "two"]
