@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migrate import git, patchfile, workspace
-from migrate.errors import ConflictError, DirtyWorkspace, MigrateError, PatchError
+from migrate.errors import BadInput, ConflictError, DirtyWorkspace, MigrateError, PatchError
 from migrate.lock import workspace_lock
 from migrate.recipe import Recipe, Stage
 
@@ -98,6 +98,9 @@ class StackState:
     stale: list[str]  # applied stages whose patch file changed since
     interrupted: str | None  # "apply of stage X" when a journal is left behind
     off_line: bool = False  # HEAD moved off the pinned commit's line by the user
+    repair: str = ""  # what happens to the interrupted operation (the next command's behaviour)
+    missing: tuple[str, ...] = ()  # applied stages whose patch file is gone
+    foreign: str | None = None  # why this is not a workspace of the recipe
 
 
 @dataclass(frozen=True)
@@ -185,13 +188,57 @@ def applied_stages(recipe: Recipe, ws: Path) -> list[str]:
 def state(recipe: Recipe, ws: Path) -> StackState:
     """Everything `migrate status` reports about the stack (read-only)."""
     ws = workspace.require(ws)
+    foreign = _foreign(recipe, ws)
     walk = _walk(recipe, ws)
     applied = walk.applied
     stale = _stale(recipe, ws, applied)
+    missing = tuple(name for name in applied if not recipe.stage(name).patch.is_file())
     journal = _read_journal(ws)
     interrupted = _describe(journal) if journal else None
+    repair = ""
+    if journal is not None:
+        unreadable = journal.get("op") == "unknown" or not journal.get("restore_to")
+        repair = (
+            _unreadable_journal(ws)
+            if unreadable
+            else "the next apply, revert or refresh repairs it"
+        )
     off_line = walk.off_line and walk.head is not None
-    return StackState(applied, walk.head, walk.extra, stale, interrupted, off_line)
+    return StackState(
+        applied, walk.head, walk.extra, stale, interrupted, off_line, repair, missing, foreign
+    )
+
+
+def _foreign(recipe: Recipe, ws: Path) -> str | None:
+    """Why `ws` is not a workspace of `recipe` (another repository, a plain clone), or None.
+
+    The advice that helps is a fresh workspace: `revert --force` cannot make a repository
+    without the pinned commit into one, and would leave branches behind in it.
+    """
+    head = git.rev(ws, "HEAD")
+    where = f"HEAD {head[:12]}" if head else "no commit checked out"
+    fresh = f"`migrate fetch --workspace OTHER_FOLDER` makes a workspace of recipe '{recipe.name}'"
+    if git.rev(ws, recipe.commit) is None:
+        return (
+            f"{ws} is a git repository that does not have the pinned commit "
+            f"{recipe.commit[:12]} ({where}): not a workspace of this recipe; {fresh}"
+        )
+    made = git.run(ws, "rev-parse", "--verify", "--quiet", PINNED_REF, check=False)
+    branch = git.rev(ws, f"refs/heads/{workspace.BRANCH}")
+    if made.returncode != 0 and branch is None:
+        return (
+            f"{ws} is a clone at {where}, not made by `migrate fetch` (no branch "
+            f"'{workspace.BRANCH}'): not a workspace of this recipe; {fresh}, or "
+            f"`git -C {ws} checkout -b {workspace.BRANCH} {recipe.commit[:12]}` makes this one"
+        )
+    return None
+
+
+def refuse_foreign(recipe: Recipe, ws: Path) -> None:
+    """BadInput when --workspace names a repository that is not a workspace of `recipe`."""
+    why = _foreign(recipe, workspace.require(ws))
+    if why:
+        raise BadInput(why)
 
 
 def _stale(recipe: Recipe, ws: Path, applied: list[str]) -> list[str]:
@@ -272,10 +319,7 @@ def _repair(recipe: Recipe, ws: Path, journal: dict) -> str:
         _clear_journal(ws)
         return f"finished an interrupted refresh of stage '{name}'"
     if not target or git.rev(ws, target) is None:
-        raise MigrateError(
-            f"{ws}: an interrupted migrate command left {_journal_path(ws)} that cannot be "
-            "read; check the workspace with `git status`, then delete that file"
-        )
+        raise MigrateError(f"{ws}: an interrupted migrate command left {_unreadable_journal(ws)}")
     if (
         op == "apply"
         and head
@@ -289,6 +333,14 @@ def _repair(recipe: Recipe, ws: Path, journal: dict) -> str:
     _prune_tags(recipe, ws)
     _clear_journal(ws)
     return f"repaired an interrupted {_describe(journal)}: back at {_label(recipe, ws, target)}"
+
+
+def _unreadable_journal(ws: Path) -> str:
+    """What a journal that cannot be read means for the user: said alike by status and repair."""
+    return (
+        f"{ws / '.git' / 'migrate' / JOURNAL} that cannot be read, so nothing repairs it "
+        "automatically; check the workspace with `git status`, then delete that file"
+    )
 
 
 def _restore_files(ws: Path, commit: str, files: list[str]) -> None:
@@ -333,6 +385,8 @@ def _label(recipe: Recipe, ws: Path, commit: str) -> str:
 def session(recipe: Recipe, ws: Path, notify: Notify | None = None) -> Iterator[Path]:
     """Lock the workspace and repair anything an interrupted command left; yield its path."""
     ws = workspace.require(ws)
+    refuse_foreign(recipe, ws)
+    workspace.require_writable(ws)
     with workspace_lock(ws):
         journal = _read_journal(ws)
         if journal is not None:
@@ -384,24 +438,58 @@ def _git_apply(
     problems = [ln for ln in result.stderr.splitlines() if ln.startswith(_PROBLEM)]
     reason = problems[0].split(": ", 1)[1] if problems else f"exit status {result.returncode}"
     output = result.stdout + result.stderr
-    return [], ApplyFailure(_explain(stage, parsed, result.stderr), reason, output)
+    return [], ApplyFailure(_explain(ws, stage, parsed, result.stderr), reason, output)
 
 
-def _explain(stage: Stage, parsed: patchfile.ParsedPatch, stderr: str) -> str:
+def _line_endings(data: bytes) -> str | None:
+    """'CRLF', 'LF' or 'mixed' line endings of `data`; None when it has no line end."""
+    crlf, lf = data.count(b"\r\n"), data.count(b"\n")
+    if not lf:
+        return None
+    return "CRLF" if crlf == lf else "LF" if not crlf else "mixed"
+
+
+def _endings_differ(ws: Path, stage: Stage, file: str) -> str:
+    """'; line endings differ: ...' when the patch and the file end lines differently."""
+    try:
+        body = patchfile.split_header(stage.patch.read_bytes().decode("utf-8", "replace"))[1]
+        theirs = _line_endings((ws / file).read_bytes())
+    except OSError:
+        return ""
+    lines = [ln for ln in body.encode().splitlines(keepends=True) if ln[:1] in (b" ", b"-")]
+    ours = _line_endings(b"".join(lines))
+    if ours and theirs and ours != theirs:
+        return (
+            f"; line endings differ: the patch's lines end in {ours}, {file}'s in {theirs} "
+            "(convert the patch, e.g. with dos2unix, or refresh it from the workspace)"
+        )
+    return ""
+
+
+def _unquoted(name: str) -> str:
+    """A name from git's messages, decoded like the patch's paths (as is if git would not)."""
+    try:
+        return patchfile.git_unquote(name)
+    except ValueError:
+        return name
+
+
+def _explain(ws: Path, stage: Stage, parsed: patchfile.ParsedPatch, stderr: str) -> str:
     """One line naming stage, file and hunk, then the lines the hunk expected."""
     head = f"stage '{stage.name}' ({stage.patch.name}) does not apply"
     for line in stderr.splitlines():
         if match := FAILED_RE.match(line):
-            file, start = match[1], int(match[2])
+            file, start = _unquoted(match[1]), int(match[2])
+            endings = _endings_differ(ws, stage, file)
             for hunk in parsed.hunks:
                 if hunk.file == file and hunk.source_start == start:
                     shown = "\n".join(f"    | {text}" for text in hunk.expected[:20])
                     more = "\n    | ..." if len(hunk.expected) > 20 else ""
                     return (
-                        f"{head}: {file}, hunk #{hunk.number} at line {start}; "
+                        f"{head}: {file}, hunk #{hunk.number} at line {start}{endings}; "
                         f"expected these lines:\n{shown}{more}"
                     )
-            return f"{head}: {file}, the hunk at line {start}"
+            return f"{head}: {file}, the hunk at line {start}{endings}"
     errors = [ln.split(": ", 1)[1] for ln in stderr.splitlines() if ln.startswith(_PROBLEM)]
     return f"{head}: {errors[0] if errors else 'git apply failed'}"
 

@@ -369,3 +369,124 @@ def test_a_later_stage_failing_reports_the_stages_applied_before_it(
     assert "applied one ->" in result.stdout and "applied two ->" in result.stdout
     assert "stage 'bad' (bad.patch) does not apply" in result.stderr
     assert stack.applied_stages(project.load(), project.ws) == ["one", "two"]
+
+
+def test_status_works_when_an_applied_stage_patch_was_deleted(project_one: Project) -> None:
+    project_one.patch("one").unlink()
+    result = _run(project_one, "status")
+    assert result.returncode == 0, result.stderr
+    assert "applied, but its patch file is missing" in result.stdout
+    assert "one.patch" in result.stdout
+
+
+def test_corrupt_journal_status_and_behaviour_agree(project_one: Project) -> None:
+    journal = project_one.ws / ".git" / "migrate" / "journal.json"
+    journal.write_text("{not json")
+    status = _run(project_one, "status")
+    assert status.returncode == 0
+    assert "cannot be read" in status.stdout and "delete that file" in status.stdout
+    assert "the next apply, revert or refresh repairs it" not in status.stdout
+    applied = _run(project_one, "apply")
+    assert applied.returncode == 1
+    assert "cannot be read" in applied.stderr and "delete that file" in applied.stderr
+    journal.unlink()
+    assert _run(project_one, "apply").returncode == 0
+
+
+@pytest.fixture
+def project_one(tmp_path: Path, make_repo) -> Project:
+    project = build_project(tmp_path, make_repo, {"one": ONE, "two": TWO})
+    assert project.cli("apply", "one").exit_code == 0
+    return project
+
+
+# ---------------------------------------------------------------- 5. read-only workspace
+
+
+@pytest.fixture
+def read_only(tmp_path: Path):
+    """Make a folder read-only for real: a read-only bind mount as root, chmod otherwise."""
+    views: list[Path] = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            for path in [folder, *folder.rglob("*")]:
+                if path.is_dir() and not path.is_symlink():
+                    path.chmod(0o555)
+            views.append(folder)
+            return folder
+        view = tmp_path / f"ro-{len(views)}"
+        view.mkdir()
+        made = subprocess.run(["mount", "--bind", str(folder), str(view)], capture_output=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot make a read-only view as root: {made.stderr.decode().strip()}")
+        views.append(view)
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        return view
+
+    yield make
+    for view in views:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(view)], check=False)
+        else:
+            for path in [view, *view.rglob("*")]:
+                if path.is_dir() and not path.is_symlink():
+                    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("args", [("apply",), ("apply", "--check"), ("revert", "upstream")])
+def test_read_only_workspace_is_one_line(project_one: Project, read_only, args) -> None:
+    project_one.ws = read_only(project_one.ws)
+    result = _run(project_one, *args)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is not writable" in lines[0], result.stderr
+    assert str(project_one.ws) in lines[0]
+
+
+# ---------------------------------------------------------------- 6. foreign workspace
+
+
+def test_another_repository_as_workspace_is_named_with_advice(tmp_path: Path, make_repo) -> None:
+    project = build_project(tmp_path, make_repo, {"one": ONE}, fetch=False)
+    other, _ = make_repo({"README": "something else\n"}, name="other")
+    project.ws = other
+    for args in (("apply",), ("revert", "upstream", "--force"), ("revert",), ("apply", "--check")):
+        result = _run(project, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        first = _first_line(result.stderr)
+        assert "does not have the pinned commit" in first and "migrate fetch --workspace" in first
+        assert "revert upstream --force" not in first
+    assert "migrate-saved" not in git(other, "branch")
+    assert "not a workspace of this recipe" in _run(project, "status").stdout
+
+
+def test_a_plain_clone_at_another_commit_is_named_with_advice(tmp_path: Path, make_repo) -> None:
+    project = build_project(tmp_path, make_repo, {"one": ONE}, fetch=False)
+    (project.origin / "later.txt").write_text("later\n")
+    git(project.origin, "add", "later.txt")
+    git(project.origin, "commit", "-qm", "later")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project.origin), str(clone))
+    project.ws = clone
+    for args in (("apply",), ("revert",), ("revert", "upstream")):
+        result = _run(project, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        first = _first_line(result.stderr)
+        assert "not made by `migrate fetch`" in first and "migrate fetch --workspace" in first
+        assert "nothing to revert" not in result.stderr
+    assert git(clone, "rev-parse", "HEAD") == git(project.origin, "rev-parse", "HEAD")
+
+
+# ---------------------------------------------------------------- 7. CRLF
+
+
+def test_crlf_patch_against_lf_files_names_the_line_endings(tmp_path: Path, make_repo) -> None:
+    crlf = ONE.replace("\n", "\r\n")
+    project = build_project(tmp_path, make_repo, {"crlf": ""})
+    project.patch("crlf").write_bytes(crlf.encode())
+    result = _run(project, "apply")
+    assert result.returncode == 1
+    first = _first_line(result.stderr)
+    assert "a.txt" in first and "line endings differ" in first and "CRLF" in first, first
