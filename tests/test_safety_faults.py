@@ -490,3 +490,67 @@ def test_crlf_patch_against_lf_files_names_the_line_endings(tmp_path: Path, make
     assert result.returncode == 1
     first = _first_line(result.stderr)
     assert "a.txt" in first and "line endings differ" in first and "CRLF" in first, first
+
+
+# ---------------------------------------------------------------- 9. migrate shim and signals
+
+SLEEPER = """\
+import os, sys, time
+open(sys.argv[1] + ".tmp", "w").write(str(os.getpid()))
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _shim_with_sleeper(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    program = tmp_path / "sleeper.py"
+    program.write_text(SLEEPER)
+    pid_file = tmp_path / "child.pid"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "migrate", "shim", "-q", "--log-dir", str(tmp_path / "logs"),
+         "--", sys.executable, str(program), str(pid_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not pid_file.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the program never started"
+        time.sleep(0.05)
+    return proc, int(pid_file.read_text())
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 128 + signal.SIGINT)]
+)
+def test_signals_to_shim_reach_the_program(tmp_path: Path, sig: int, code: int) -> None:
+    proc, child = _shim_with_sleeper(tmp_path)
+    try:
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+        deadline = time.monotonic() + 30
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the program was left running (orphaned)"
+        assert proc.returncode == code
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_program_killed_by_a_signal_gives_128_plus_n(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "migrate", "shim", "-q", "--log-dir", str(tmp_path / "logs"), "--",
+         sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 128 + signal.SIGKILL, result.stderr
