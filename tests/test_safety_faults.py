@@ -554,3 +554,121 @@ def test_program_killed_by_a_signal_gives_128_plus_n(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 128 + signal.SIGKILL, result.stderr
+
+
+# ---------------------------------------------------------------- 8. logs
+
+RECORD = (
+    "[2024-01-02 10:00:{s:02d}] train.py:{n}\n"
+    "    [context]:         x = x.cuda()\n"
+    "    [hpu_match]: torch.Tensor.cuda(device=None, ) --> torch.Tensor.to(device=hpu)\n"
+    "\n"
+)
+
+
+def _log_text(count: int) -> str:
+    return "".join(RECORD.format(s=i % 60, n=i + 1) for i in range(count))
+
+
+def _complete_records(text: str) -> int:
+    return sum(1 for line in text.splitlines(keepends=True) if "[hpu_match]:" in line and
+               line.endswith("\n"))  # fmt: skip
+
+
+def test_truncated_gz_yields_the_records_before_the_damage(tmp_path: Path) -> None:
+    import gzip
+    import zlib
+
+    from migrate import logparse
+
+    data = gzip.compress(_log_text(20_000).encode(), compresslevel=1)
+    log = tmp_path / "gpu_migration_1.log.gz"
+    log.write_bytes(data[: len(data) * 6 // 10])
+    recoverable = zlib.decompressobj(31).decompress(log.read_bytes()).decode()
+    result = logparse.parse(log)
+    assert len(result.records) == _complete_records(recoverable) > 10_000
+    assert result.malformed and "truncated" in result.malformed[-1].reason
+
+
+def test_corrupt_gz_yields_the_records_before_the_damage(tmp_path: Path) -> None:
+    import gzip
+
+    from migrate import logparse
+
+    data = bytearray(gzip.compress(_log_text(20_000).encode(), compresslevel=1))
+    middle = len(data) // 2
+    data[middle : middle + 64] = b"\xff" * 64
+    log = tmp_path / "gpu_migration_1.log.gz"
+    log.write_bytes(bytes(data))
+    result = logparse.parse(log)
+    assert 5_000 < len(result.records) < 20_000
+    assert result.malformed and "damaged" in result.malformed[-1].reason
+
+
+def _log_cli(*args: str, cwd: Path, stdin: str = "", closed_stdin: bool = False):
+    """`migrate log ...` through bash, so that `<&-` and `<(...)` are the shell's own."""
+    cmd = " ".join([sys.executable, "-m", "migrate", "log", *args])
+    if closed_stdin:
+        cmd += " <&-"
+    return subprocess.run(
+        ["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=120, input=stdin
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_out_into_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a.log").write_text(_log_text(3))
+    result = _log_cli("report", "a.log", "--out", "missing/dir/r.md", cwd=tmp_path)
+    assert result.returncode == 2
+    line = _one_line_error(result)
+    assert "missing/dir" in line and "does not exist" in line
+
+
+def test_out_into_a_read_only_place_is_one_line(tmp_path: Path, read_only) -> None:
+    (tmp_path / "a.log").write_text(_log_text(3))
+    (tmp_path / "outdir").mkdir()
+    target = read_only(tmp_path / "outdir")
+    result = _log_cli("report", "a.log", "--out", str(target / "r.md"), cwd=tmp_path)
+    assert result.returncode == 2
+    line = _one_line_error(result)
+    assert str(target / "r.md") in line and "cannot write" in line
+
+
+def test_closed_stdin_is_one_line(tmp_path: Path) -> None:
+    result = _log_cli("report", "-", cwd=tmp_path, closed_stdin=True)
+    assert result.returncode == 2
+    assert "standard input is closed" in _one_line_error(result)
+
+
+def test_process_substitution_and_fifo_are_read(tmp_path: Path) -> None:
+    import threading
+
+    (tmp_path / "a.log").write_text(_log_text(5))
+    result = _log_cli("report", "<(cat a.log)", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '"records": 5' in result.stdout
+    fifo = tmp_path / "pipe.log"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(_log_text(4)))
+    writer.start()
+    result = _log_cli("report", "pipe.log", "--format", "json", cwd=tmp_path)
+    writer.join(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert '"records": 4' in result.stdout
+
+
+def test_broken_symlink_log_in_a_folder_is_reported(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "gpu_migration_1.log").write_text(_log_text(2))
+    (logs / "gpu_migration_2.log").symlink_to(tmp_path / "gone.log")
+    result = _log_cli("report", "logs", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '"records": 2' in result.stdout
+    assert "gpu_migration_2.log" in result.stdout and "broken symbolic link" in result.stdout

@@ -63,7 +63,7 @@ def input_bytes(inputs: tuple[str, ...]) -> int | None:
         files += found
     if "-" in files:
         return None
-    return sum(os.path.getsize(f) for f in files)
+    return sum(os.path.getsize(f) for f in files if os.path.isfile(f))  # not links to nothing
 
 
 @contextmanager
@@ -99,7 +99,19 @@ def emit(rendered: str | RenderableType, out: str | None) -> None:
         console.print(rendered)
         rendered = console.export_text()
         console.file.close()
-    Path(out).write_text(rendered, encoding="utf-8")
+    from migrate.errors import BadInput
+
+    target = Path(out)
+    try:
+        target.write_text(rendered, encoding="utf-8")
+    except OSError as exc:
+        folder = target.parent
+        why = (
+            f"the folder {folder} does not exist"
+            if not folder.is_dir()
+            else exc.strerror or str(exc)
+        )
+        raise BadInput(f"--out {out}: cannot write: {why}") from None
     Console(stderr=True, highlight=False).print(f"wrote {out}")
 
 
