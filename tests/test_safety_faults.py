@@ -672,3 +672,44 @@ def test_broken_symlink_log_in_a_folder_is_reported(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert '"records": 2' in result.stdout
     assert "gpu_migration_2.log" in result.stdout and "broken symbolic link" in result.stdout
+
+
+SMOKE_SCRIPT = """\
+import pathlib, sys
+out = pathlib.Path(sys.argv[sys.argv.index("--outdir") + 1]) / "samples"
+out.mkdir(parents=True, exist_ok=True)
+(out / "0.png").write_bytes(pathlib.Path("a.txt").read_bytes())
+"""
+
+
+def test_smoke_of_a_dirty_workspace_records_its_edits(tmp_path: Path, make_repo) -> None:
+    import hashlib
+    import json
+
+    project = _project(tmp_path, make_repo, {"one": ONE}, {"make.py": SMOKE_SCRIPT})
+    with project.recipe.open("a") as recipe:
+        recipe.write(
+            '[smoke]\nscript = "make.py"\nargs = []\nrandom_weights = true\n'
+            "[smoke.models.tiny]\nargs = []\n"
+        )
+    assert project.cli("apply").exit_code == 0
+    runs = tmp_path / "runs"
+
+    def smoke(run_id: str) -> dict:
+        done = _run(project, "smoke", "--device", "cpu", "--runs-dir", str(runs),
+                    "--run-id", run_id)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads((runs / run_id / "one" / "metrics.json").read_text())
+
+    clean = smoke("clean")
+    assert clean["patch"]["dirty"] is False and clean["patch"]["edits_sha256"] is None
+    (project.ws / "a.txt").write_text("my uncommitted edit\n")
+    dirty = smoke("dirty")
+    diff = subprocess.run(
+        ["git", "-C", str(project.ws), "diff", "--binary", "--no-color", "--no-ext-diff", "HEAD"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert dirty["patch"]["dirty"] is True
+    assert dirty["patch"]["edits_sha256"] == hashlib.sha256(diff).hexdigest()
+    assert dirty["patch"]["edited"] == ["a.txt"]
+    assert dirty["key"] != clean["key"]  # --resume never takes one for the other

@@ -144,6 +144,8 @@ def stage_line(m: Any) -> str:
     t = m.timing
     steady = f", steady {t.steady_batch_s:.3f} s" if t.steady_batch_s else ""
     weights = " [yellow](random weights)[/yellow]" if m.model.random_weights else ""
+    if m.patch.dirty:
+        weights += f" [yellow](with uncommitted edits in {len(m.patch.edited)} file(s))[/yellow]"
     return (
         f"[green]✓ {m.stage}[/green]: first batch {t.first_batch_s or 0:.3f} s{steady}, "
         f"{len(m.samples)} samples on {m.device.kind}{weights}"
