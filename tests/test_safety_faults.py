@@ -579,7 +579,7 @@ def test_truncated_gz_yields_the_records_before_the_damage(tmp_path: Path) -> No
     import gzip
     import zlib
 
-    from migrate import logparse
+    from migrate.audit import parse as logparse
 
     data = gzip.compress(_log_text(20_000).encode(), compresslevel=1)
     log = tmp_path / "gpu_migration_1.log.gz"
@@ -593,7 +593,7 @@ def test_truncated_gz_yields_the_records_before_the_damage(tmp_path: Path) -> No
 def test_corrupt_gz_yields_the_records_before_the_damage(tmp_path: Path) -> None:
     import gzip
 
-    from migrate import logparse
+    from migrate.audit import parse as logparse
 
     data = bytearray(gzip.compress(_log_text(20_000).encode(), compresslevel=1))
     middle = len(data) // 2

@@ -459,6 +459,19 @@ def _broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
+def input_bytes(inputs: Iterable[str | Path]) -> int | None:
+    """Total size to read (None when stdin is among them); an input without logs is bad input."""
+    files: list[str] = []
+    for item in inputs:
+        found = expand_inputs([item])
+        if not found:
+            raise BadInput(f"no log files (*.log, *.log.gz) under {item}")
+        files += found
+    if STDIN in files:
+        return None
+    return sum(Path(f).stat().st_size for f in files if Path(f).is_file())  # not dead links
+
+
 def _open_decompressed(raw: BinaryIO) -> BinaryIO:
     """Wrap `raw` in a gzip reader when it starts with the gzip magic bytes."""
     peek = getattr(raw, "peek", None)
