@@ -713,3 +713,18 @@ def test_smoke_of_a_dirty_workspace_records_its_edits(tmp_path: Path, make_repo)
     assert dirty["patch"]["edits_sha256"] == hashlib.sha256(diff).hexdigest()
     assert dirty["patch"]["edited"] == ["a.txt"]
     assert dirty["key"] != clean["key"]  # --resume never takes one for the other
+
+
+def test_report_always_lists_the_gzip_damage(tmp_path: Path) -> None:
+    """Past the report's cap on listed malformed lines, the file's damage is still listed."""
+    import gzip
+
+    from migrate.audit import report
+
+    data = bytearray(gzip.compress(_log_text(20_000).encode(), compresslevel=1))
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
+    log = tmp_path / "gpu_migration_1.log.gz"
+    log.write_bytes(bytes(data))
+    built = report.build([str(log)])
+    assert built.malformed_total > report.MALFORMED_KEPT
+    assert any("gzip stream" in m.reason and "damaged" in m.reason for m in built.malformed)
