@@ -305,6 +305,8 @@ def _clear_journal(ws: Path) -> None:
 def _describe(journal: dict) -> str:
     """'apply of stage 'x'' / 'revert to 'x'' / 'refresh of stage 'x''."""
     op, name = journal.get("op", "unknown"), journal.get("stage", "?")
+    if op not in ("apply", "revert", "refresh"):
+        return "migrate command"
     return f"revert to '{name}'" if op == "revert" else f"{op} of stage '{name}'"
 
 
@@ -319,7 +321,7 @@ def _repair(recipe: Recipe, ws: Path, journal: dict) -> str:
         _clear_journal(ws)
         return f"finished an interrupted refresh of stage '{name}'"
     if not target or git.rev(ws, target) is None:
-        raise MigrateError(f"{ws}: an interrupted migrate command left {_unreadable_journal(ws)}")
+        raise MigrateError(f"{ws}: interrupted {_describe(journal)}: {_unreadable_journal(ws)}")
     if (
         op == "apply"
         and head
@@ -338,8 +340,8 @@ def _repair(recipe: Recipe, ws: Path, journal: dict) -> str:
 def _unreadable_journal(ws: Path) -> str:
     """What a journal that cannot be read means for the user: said alike by status and repair."""
     return (
-        f"{ws / '.git' / 'migrate' / JOURNAL} that cannot be read, so nothing repairs it "
-        "automatically; check the workspace with `git status`, then delete that file"
+        f"its journal {ws / '.git' / 'migrate' / JOURNAL} cannot be read, so nothing repairs "
+        "it automatically: check the workspace with `git status`, then delete that file"
     )
 
 
