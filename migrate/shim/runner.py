@@ -90,6 +90,8 @@ def _call_forwarding(argv: list[str], env: dict[str, str], cwd: Path | None) -> 
     """
     if threading.current_thread() is not threading.main_thread():
         return subprocess.call(argv, env=env, cwd=cwd)
+    if not hasattr(signal, "sigtimedwait"):  # macOS: forward from handlers (Ctrl-C twice)
+        return _call_with_handlers(argv, env, cwd)
     watched = {*FORWARDED, signal.SIGCHLD}
     original = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
@@ -132,3 +134,16 @@ def summarize(log_dir: Path, since: float = 0.0) -> LogSummary:
         with open(path, encoding="utf-8", errors="replace") as handle:
             records += sum(1 for line in handle if line.startswith("[") and "] " in line)
     return LogSummary(Path(log_dir), files, records)
+
+
+def _call_with_handlers(argv: list[str], env: dict[str, str], cwd: Path | None) -> int:
+    """Where sigtimedwait is missing: handlers pass each signal on to the program."""
+    proc = subprocess.Popen(argv, env=env, cwd=cwd)
+    previous = {sig: signal.getsignal(sig) for sig in FORWARDED}
+    for sig in FORWARDED:
+        signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
