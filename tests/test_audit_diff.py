@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
+from clirun import migrate
 from test_audit_parse import REC1, REC2, REC3, write
 
 from migrate.audit import diff as logdiff
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def runs(tmp_path: Path) -> tuple[Path, Path]:
@@ -88,10 +85,6 @@ def test_cli_diff(tmp_path: Path) -> None:
         ("json", b'"status": "moved"'),
         ("md", b"## GPU Migration log diff"),
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "migrate", "log", "diff", str(a), str(b), "--format", fmt],
-            cwd=ROOT,
-            capture_output=True,
-        )
+        result = migrate("log", "diff", str(a), str(b), "--format", fmt, text=False)
         assert result.returncode == 0, result.stderr
         assert needle in result.stdout

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+from clirun import migrate
 from rich.console import Console
 from test_audit_parse import REC1, REC2, REC3, write
 
 from migrate.audit import report as logreport
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def sample(tmp_path: Path) -> Path:
@@ -153,34 +150,28 @@ def test_table_renders(tmp_path: Path) -> None:
     assert "not a log record line" in text
 
 
-def migrate(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "migrate", *args], cwd=ROOT, input=stdin, capture_output=True
-    )
-
-
 def test_cli_report_json_out_writes_only_there(tmp_path: Path) -> None:
     out = tmp_path / "out" / "report.json"
     out.parent.mkdir()
     result = migrate("log", "report", str(sample(tmp_path)), "--format", "json", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == b""
+    assert result.stdout == ""
     assert json.loads(out.read_text())["records"] == 5
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.json"]
 
 
 def test_cli_report_from_stdin_and_formats(tmp_path: Path) -> None:
-    result = migrate("log", "report", "-", "--format", "md", stdin=(REC1 + REC2).encode())
+    result = migrate("log", "report", "-", "--format", "md", stdin=REC1 + REC2)
     assert result.returncode == 0, result.stderr
-    assert b"**2** records" in result.stdout
+    assert "**2** records" in result.stdout
     table = migrate("log", "report", str(sample(tmp_path)))
-    assert table.returncode == 0 and b"torch.Tensor.cuda" in table.stdout
+    assert table.returncode == 0 and "torch.Tensor.cuda" in table.stdout
 
 
 def test_cli_missing_input_is_one_line_exit_2(tmp_path: Path) -> None:
     result = migrate("log", "report", str(tmp_path / "nope.log"))
     assert result.returncode == 2
-    message = " ".join(result.stderr.decode().split())  # the CLI's console may wrap it
+    message = " ".join(result.stderr.split())  # the CLI's console may wrap it
     assert message == f"error: log input not found: {tmp_path / 'nope.log'}"
 
 
@@ -188,4 +179,4 @@ def test_cli_folder_without_logs_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = migrate("log", "report", str(tmp_path / "empty"))
     assert result.returncode == 2
-    assert "no log files" in result.stderr.decode() and b"Traceback" not in result.stderr
+    assert "no log files" in result.stderr and "Traceback" not in result.stderr

@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirun import migrate
 
 from migrate.recipe import load_recipe
 from migrate.stack import applied_stages
@@ -34,18 +32,6 @@ RECIPE: Path = _toy.RECIPE
 TOY: Path = _toy.TOY
 make_toy_upstream = _toy.make_toy_upstream
 STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
-
-
-def migrate(*args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it (wide COLUMNS: rich would wrap the one-line errors)."""
-    env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run(
-        [sys.executable, "-m", "migrate", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
 
 
 @pytest.fixture(scope="module")
