@@ -123,7 +123,9 @@ def load_recipe(name_or_path: str | Path, *, check_patches: bool = True) -> Reci
 
 
 def _fail(path: Path, key: str, problem: str) -> RecipeError:
-    return RecipeError(f"{path}: {key}: {problem}")
+    """One line, even when the bad value or key holds a newline."""
+    text = f"{path}: {key}: {problem}"
+    return RecipeError(text.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def _string(path: Path, data: dict[str, Any], key: str, where: str, required: bool = True) -> str:
@@ -150,7 +152,7 @@ def _validate(path: Path, data: dict[str, Any], check_patches: bool) -> Recipe:
     _unknown(path, data, TOP_KEYS, "")
     upstream = _string(path, data, "upstream", "upstream")
     commit = _string(path, data, "commit", "commit")
-    if not COMMIT_RE.match(commit):
+    if not COMMIT_RE.fullmatch(commit):  # not match: `$` also matches before a final \n
         raise _fail(path, "commit", f"'{commit}' is not a full 40-hex lowercase commit id")
     sparse = data.get("sparse", [])
     if not isinstance(sparse, list) or not all(
@@ -173,7 +175,7 @@ def _validate(path: Path, data: dict[str, Any], check_patches: bool) -> Recipe:
         where = f"stages[{i}]"
         _unknown(path, raw, STAGE_KEYS, where)
         stage_name = _string(path, raw, "name", f"{where}.name")
-        if not STAGE_NAME_RE.match(stage_name) or stage_name in RESERVED_STAGE_NAMES:
+        if not STAGE_NAME_RE.fullmatch(stage_name) or stage_name in RESERVED_STAGE_NAMES:
             raise _fail(path, f"{where}.name", f"'{stage_name}' is not a usable stage name")
         if stage_name in seen:
             raise _fail(path, f"{where}.name", f"duplicate stage name '{stage_name}'")
@@ -194,7 +196,7 @@ def _validate(path: Path, data: dict[str, Any], check_patches: bool) -> Recipe:
         if not isinstance(meta, dict):
             raise _fail(path, f"{where}.meta", "must be a table of DEP-3 fields")
         for key, value in meta.items():
-            if not DEP3_KEY_RE.match(key) or not isinstance(value, str):
+            if not DEP3_KEY_RE.fullmatch(key) or not isinstance(value, str):
                 raise _fail(path, f"{where}.meta.{key}", 'DEP-3 fields are Name = "text"')
         stages.append(Stage(stage_name, description.strip(), patch, dict(meta)))
     return Recipe(

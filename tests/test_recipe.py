@@ -68,6 +68,12 @@ def test_a_good_recipe_loads_into_typed_objects(tmp_path: Path) -> None:
         (('name = "two"', 'name = "one"'), "stages[1].name", "duplicate stage name 'one'"),
         ((COMMIT, COMMIT[:12]), "commit", "is not a full 40-hex"),
         ((COMMIT, COMMIT.upper()), "commit", "is not a full 40-hex"),
+        ((COMMIT, COMMIT[:39]), "commit", "is not a full 40-hex"),
+        ((COMMIT, COMMIT + "0"), "commit", "is not a full 40-hex"),
+        ((COMMIT, COMMIT[:39] + "g"), "commit", "is not a full 40-hex"),
+        ((COMMIT, COMMIT + "\\n"), "commit", "is not a full 40-hex"),  # TOML "\n"
+        (('name = "two"', 'name = "two\\n"'), "stages[1].name", "not a usable stage name"),
+        (('Author = "Someone"', '"Author\\n" = "x"'), r"stages.one.meta.Author\n", "DEP-3 fields"),
         (('patch = "second.patch"', 'patch = "third.patch"'), "stages.two.patch", "does not exist"),
         (('patch = "second.patch"', 'patch = "../../x.patch"'), "stages.two.patch", "is outside"),
         (('name = "two"', 'name = "upstream"'), "stages[1].name", "not a usable stage name"),
