@@ -122,6 +122,16 @@ def load_recipe(name_or_path: str | Path, *, check_patches: bool = True) -> Reci
     return _validate(path, data, check_patches)
 
 
+def _usable_stage_name(name: str) -> bool:
+    """Plain, not reserved, and a valid git tag as `stage/<name>` (git check-ref-format)."""
+    return (
+        STAGE_NAME_RE.fullmatch(name) is not None
+        and name not in RESERVED_STAGE_NAMES
+        and ".." not in name
+        and not name.endswith((".", ".lock"))
+    )
+
+
 def _fail(path: Path, key: str, problem: str) -> RecipeError:
     """One line, even when the bad value or key holds a newline."""
     text = f"{path}: {key}: {problem}"
@@ -175,7 +185,7 @@ def _validate(path: Path, data: dict[str, Any], check_patches: bool) -> Recipe:
         where = f"stages[{i}]"
         _unknown(path, raw, STAGE_KEYS, where)
         stage_name = _string(path, raw, "name", f"{where}.name")
-        if not STAGE_NAME_RE.fullmatch(stage_name) or stage_name in RESERVED_STAGE_NAMES:
+        if not _usable_stage_name(stage_name):
             raise _fail(path, f"{where}.name", f"'{stage_name}' is not a usable stage name")
         if stage_name in seen:
             raise _fail(path, f"{where}.name", f"duplicate stage name '{stage_name}'")

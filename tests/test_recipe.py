@@ -85,6 +85,10 @@ def test_a_good_recipe_loads_into_typed_objects(tmp_path: Path) -> None:
         ),
         (('upstream = "https://example.invalid/toy.git"', ""), "upstream", "missing"),
         (('sparse = ["/*", "!/data/"]', 'sparse = "/*"'), "sparse", "list"),
+        (('sparse = ["/*", "!/data/"]', 'sparse = ["/*", "--cone"]'), "sparse", "list"),
+        (('name = "two"', 'name = "a..b"'), "stages[1].name", "not a usable stage name"),
+        (('name = "two"', 'name = "two.lock"'), "stages[1].name", "not a usable stage name"),
+        (('name = "two"', 'name = "two."'), "stages[1].name", "not a usable stage name"),
         (("[smoke]", "[[smoke]]"), "smoke", "must be a table"),
     ],
 )
