@@ -310,6 +310,8 @@ def test_iter_fields_matches_iter_records(tmp_path: Path) -> None:
         ("scripts/txt2img.py", None, "project"),
         ("/work/ws/ldm/models/ddim.py", "/work/ws", "project"),
         ("/work/ws/ldm/models/ddim.py", None, "unknown"),
+        ("/work/ws2/ldm/models/ddim.py", "/work/ws", "unknown"),  # a sibling, not inside
+        ("/work/ws2/ldm/models/ddim.py", "/work/ws/", "unknown"),
         ("/usr/lib/python3/dist-packages/torch/nn/modules/module.py", None, "torch"),
         ("/venv/lib/python3.11/site-packages/torch/serialization.py", "/venv", "torch"),
         ("/venv/lib/python3.11/site-packages/pytorch_lightning/core.py", None, "third_party"),

@@ -112,6 +112,10 @@ def test_user_commits_on_top_are_not_moved(project: Project) -> None:
 UNSAFE = {
     "absolute": ("--- /etc/hosts\n+++ /etc/hosts\n@@ -1 +1 @@\n-a\n+b\n", "absolute path"),
     "dotdot": ("--- a/../outside.txt\n+++ b/../outside.txt\n@@ -0,0 +1 @@\n+x\n", "'..'"),
+    "dotdot-inside": (
+        "--- /dev/null\n+++ b/pkg/../../outside.txt\n@@ -0,0 +1 @@\n+x\n",
+        "'..'",
+    ),
     "dotgit": (
         "--- /dev/null\n+++ b/.git/hooks/post-commit\n@@ -0,0 +1 @@\n+echo owned\n",
         "touches .git/",
