@@ -22,11 +22,11 @@ Example::
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migrate import toml
 from migrate.errors import RecipeError
 
 # The repository this package lives in: where the shipped recipes are.
@@ -116,8 +116,8 @@ def load_recipe(name_or_path: str | Path, *, check_patches: bool = True) -> Reci
         known = ", ".join(p.stem for p in available()) or "none"
         raise RecipeError(f"{path}: no such recipe file (shipped recipes: {known})")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = toml.loads(path.read_text(encoding="utf-8"))
+    except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from exc
     return _validate(path, data, check_patches)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from migrate.commands.options import recipe_option, workspace_option
+from migrate.commands.options import interpreter, python_option, recipe_option, workspace_option
 from migrate.commands.smoke import (
     PassthroughCommand,
     StageProgress,
@@ -43,6 +43,7 @@ from migrate.commands.smoke import (
 @click.option("--run-id", default=None, help="Name of the run folder [default: UTC time].")
 @timeout_option
 @runs_dir_option
+@python_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -57,6 +58,7 @@ def run(
     run_id: str | None,
     timeout: float | None,
     runs_dir: Path | None,
+    python: str | None,
 ) -> None:
     """Fetch the upstream, then apply and smoke every stage, then compare them.
 
@@ -82,6 +84,8 @@ def run(
     options = pipeline.RunOptions(
         device=device, model=model, ckpt=ckpt, extra_args=passthrough(ctx), timeout=timeout
     )
+    if python is not None:
+        options.python = interpreter(python)
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:
         result = pipeline.run(

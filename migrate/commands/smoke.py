@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from migrate.commands.options import recipe_option, workspace_option
+from migrate.commands.options import interpreter, python_option, recipe_option, workspace_option
 
 DEVICE_CHOICES = ["auto", "hpu", "cuda", "cpu"]
 
@@ -159,6 +159,7 @@ def stage_line(m: Any) -> str:
 @ckpt_option
 @timeout_option
 @runs_dir_option
+@python_option
 @click.option(
     "--run-id",
     default=None,
@@ -175,6 +176,7 @@ def smoke(
     ckpt: Path | None,
     timeout: float | None,
     runs_dir: Path | None,
+    python: str | None,
     run_id: str | None,
 ) -> None:
     """Run the upstream's script at STAGE (default: where the workspace is) and measure it.
@@ -199,6 +201,8 @@ def smoke(
     options = pipeline.RunOptions(
         device=device, model=model, ckpt=ckpt, extra_args=passthrough(ctx), timeout=timeout
     )
+    if python is not None:
+        options.python = interpreter(python)
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:
         result = pipeline.smoke(
