@@ -91,7 +91,7 @@ def run(
         result = pipeline.run(
             loaded,
             ws,
-            runs_dir or loaded.root / "runs",
+            runs_dir or loaded.home / "runs",
             options,
             through=through,
             source=source,

@@ -208,7 +208,7 @@ def smoke(
         result = pipeline.smoke(
             loaded,
             ws,
-            runs_dir or loaded.root / "runs",
+            runs_dir or loaded.home / "runs",
             options,
             stage=stage,
             run_id=run_id,
