@@ -19,9 +19,9 @@ def test_boot_loads_this_migrate_into_an_interpreter_without_it(tmp_path: Path) 
     venv.create(tmp_path / "v", with_pip=False)
     python = tmp_path / "v" / "bin" / "python"
     base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env = shim_env(None, tmp_path / "logs", boot_modules=["migrate.tokenizer"], base=base)
+    env = shim_env(None, tmp_path / "logs", boot_modules=["migrate.importhook"], base=base)
     code = (
-        "import sys, migrate, migrate.tokenizer; print(migrate.__file__); "
+        "import sys, migrate, migrate.importhook; print(migrate.__file__); "
         f"print(any(p.rstrip('/') == {str(ROOT)!r} for p in sys.path))"
     )
     result = subprocess.run(
