@@ -115,6 +115,11 @@ def plain(recipe: Recipe, source: Path, dest: Path) -> None:
         )
 
 
+def plain_again(recipe: Recipe, source: Path, dest: Path) -> None:
+    """The baseline once more, in the same rounds: its ratio is the run's A/A noise."""
+    plain(recipe, source, dest)
+
+
 def library(recipe: Recipe, source: Path, dest: Path) -> None:
     workspace.fetch(recipe, dest, str(source))
     stack.apply(recipe, dest)
@@ -153,13 +158,14 @@ def main() -> None:
             f"source: {source} ({'real mirror' if mirror else 'generated'}); recipe: "
             f"{recipe.name}, {len(recipe.stages)} stages; {args.runs} runs each"
         )
-        steps = [plain, library] + ([] if recipe.name == "bench" else [cli])
+        steps = [plain, library] + ([] if recipe.name == "bench" else [cli]) + [plain_again]
         timed(steps, recipe, source, scratch, 1)  # warm-up: page cache, imports
         measured = timed(steps, recipe, source, scratch, args.runs)
         labels = {
             "plain": "plain git",
             "library": "migrate (library)",
             "cli": "migrate (CLI, 2 processes)",
+            "plain_again": "plain git again (A/A)",
         }
         results = {labels[name]: times for name, times in measured.items()}
         baseline = statistics.median(results["plain git"])

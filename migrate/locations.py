@@ -10,7 +10,6 @@ User recipes in `./recipes/` win over shipped ones of the same name.
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -27,6 +26,8 @@ def shipped() -> Path:
     """The folder holding the shipped `recipes/` and `patches/`."""
     if CHECKOUT is not None:
         return CHECKOUT
+    from importlib import resources  # only for an installed wheel (import time counts)
+
     # A wheel is installed as plain files, so the traversable is a real folder.
     return Path(str(resources.files("migrate").joinpath(DATA_PACKAGE_DIR)))
 
