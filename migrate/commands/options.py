@@ -9,8 +9,6 @@ from typing import TypeVar
 
 import click
 
-from migrate.render import FORMATS
-
 F = TypeVar("F", bound=Callable[..., object])
 
 DEFAULT_RECIPE = "stable-diffusion"
@@ -121,8 +119,15 @@ runs_dir_option = click.option(
 # Reports: `migrate log`, `migrate scan`, `migrate compare`.
 
 
-def format_option(choices: Sequence[str] = FORMATS) -> Callable[[F], F]:
-    """--format, with the help text for the formats the command offers."""
+def format_option(choices: Sequence[str] | None = None) -> Callable[[F], F]:
+    """--format, with the help text for the formats the command offers (default: all).
+
+    migrate.render is imported here, not at the top: fetch and apply never render a report.
+    """
+    if choices is None:
+        from migrate.render import FORMATS
+
+        choices = FORMATS
     what = {
         "table": "table: rich tables",
         "json": "json: stable machine format",
