@@ -1,6 +1,6 @@
 """Compare two runs' GPU Migration logs: a stage's effect, or an emulated run against Gaudi's.
 
-Both sides are aggregated with `logreport.build` (streaming), then compared by tag, by API and by
+Both sides are aggregated with `audit.report.build` (streaming), then compared by tag, by API and by
 call site, a site being (file, line, API). The two logs may come from different checkouts and
 machines (an emulated run here, a real run on Gaudi elsewhere), so a file is named by its path
 relative to its side's root (`roots`, else inferred: the ancestor of the program's absolute
@@ -40,7 +40,6 @@ Only differences are listed in ``call_sites``; ``unchanged`` counts the rest.
 
 from __future__ import annotations
 
-import html
 import os
 import re
 from collections import Counter
@@ -53,7 +52,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from migrate.logreport import Report, build
+from migrate.audit.report import Report, build
+from migrate.render import h, html_page, md_code, md_table
 
 DEFAULT_LABELS = ("before", "after")
 _SITE_PACKAGES = re.compile(r"^.*[/\\](?:site|dist)-packages[/\\]")
@@ -540,23 +540,8 @@ def render_table(d: LogDiff, limit: int | None = 30) -> RenderableType:
     return Group(*parts)
 
 
-def _md(text: str) -> str:
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
-
-
 def _md_table(headers: Sequence[str], rows: list[list[str]], limit: int | None) -> list[str]:
-    shown = rows if limit is None else rows[:limit]
-    out = [
-        "| " + " | ".join(headers) + " |",
-        "|"
-        + "|".join("---:" if h in ("before", "after", "delta") else "---" for h in headers)
-        + "|",
-    ]
-    out += ["| " + " | ".join(r) + " |" for r in shown]
-    if len(shown) < len(rows):
-        out += ["", f"_{len(rows) - len(shown)} more not shown (see --format json)._"]
-    return out + [""]
+    return [*md_table(headers, rows, right=("before", "after", "delta"), limit=limit), ""]
 
 
 def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
@@ -569,7 +554,7 @@ def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
                 *_md_table(
                     [label, "before", "after", "delta", "status"],
                     [
-                        [_md(c.key), str(c.before), str(c.after), _signed(c.delta), c.status]
+                        [md_code(c.key), str(c.before), str(c.after), _signed(c.delta), c.status]
                         for c in changes
                     ],
                     limit,
@@ -583,12 +568,12 @@ def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
                 ["file:line", "API", "before", "after", "status", "context"],
                 [
                     [
-                        _md(s.where),
-                        _md(s.api),
+                        md_code(s.where),
+                        md_code(s.api),
                         str(s.before),
                         str(s.after),
                         s.status,
-                        _md(s.context.strip()) if s.context and s.context.strip() else "",
+                        md_code(s.context.strip()) if s.context and s.context.strip() else "",
                     ]
                     for s in d.sites
                 ],
@@ -605,10 +590,10 @@ def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
                 ["file:line", "API", "tags", "context"],
                 [
                     [
-                        _md(p.where),
-                        _md(p.api),
+                        md_code(p.where),
+                        md_code(p.api),
                         _tags_text(p),
-                        _md(p.context.strip()) if p.context and p.context.strip() else "",
+                        md_code(p.context.strip()) if p.context and p.context.strip() else "",
                     ]
                     for p in pairings
                 ],
@@ -619,11 +604,6 @@ def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
 
 def render_html(d: LogDiff, limit: int | None = 200) -> str:
     """One self-contained page (inline CSS only)."""
-    from migrate.logreport import _CSS
-
-    def h(text: str | None) -> str:
-        return html.escape(text or "", quote=True)
-
     colors = {"added": "#ecfdf3", "removed": "#fef3f2", "changed": "#fffaeb", "moved": "#eff8ff"}
     body = ["<h1>GPU Migration log diff</h1>", f"<p>{h(_summary(d))}</p>"]
     for title, changes in (("Tags", d.tags), ("APIs", d.apis)):
@@ -672,9 +652,9 @@ def render_html(d: LogDiff, limit: int | None = 200) -> str:
             f"<h3>{h(title)}: {len(pairings)}</h3><table><tr><th>file:line</th><th>API</th>"
             f"<th>tags</th><th>context</th></tr>{rows}</table>{more}"
         )
-    return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        f"<title>GPU Migration log diff</title><style>{_CSS}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
-    )
+    return html_page("GPU Migration log diff", "\n".join(body))
+
+
+def to_json(d: LogDiff) -> dict:
+    """The stable machine format (what `--format json` prints)."""
+    return d.to_json()
