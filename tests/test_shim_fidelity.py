@@ -196,6 +196,7 @@ def _run(tmp_path: Path, text: str, level: int = 1) -> tuple[Path, list]:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
+    (tmp_path / "stdout.txt").write_text(done.stdout)
     result = parse([str(logs)])
     assert result.malformed == []
     return program, result.records
@@ -262,7 +263,7 @@ dist.init_process_group(backend="nccl", init_method="file://" + store, world_siz
 model = torch.nn.parallel.DistributedDataParallel(  # D2
     torch.nn.Linear(2, 2).cuda(), device_ids=[0], broadcast_buffers=False  # D3
 )
-print(dist.get_backend(), model(torch.ones(1, 2)).shape)
+print(dist.get_backend(), model(torch.ones(1, 2)).shape)  # D4
 dist.destroy_process_group()
 """
 # "torch.distributed.init_process_group(backend=nccl, init_method=env://, timeout=0:30:00,
@@ -291,6 +292,8 @@ DISTRIBUTED_EXPECTED = [
         "torch.Tensor.cuda(device=None, non_blocking=False, )",
         None,
     ),
+    # "[hpu_match]: torch.distributed.get_backend() --> change return value from hccl to nccl"
+    ("D4", "cpu_match", "torch.distributed.get_backend()", "change return value from gloo to nccl"),
 ]
 
 
@@ -298,6 +301,7 @@ def test_distributed_nccl_and_ddp(tmp_path: Path) -> None:
     if not torch.distributed.is_available():
         pytest.skip("this torch build has no torch.distributed")
     program, records = _run(tmp_path, DISTRIBUTED, level=2)
+    assert (tmp_path / "stdout.txt").read_text().startswith("nccl ")
     text = program.read_text().replace("D", "R")  # reuse the marker reader
     (tmp_path / "markers.py").write_text(text)
     expected = [(m.replace("D", "R"), t, left, right) for m, t, left, right in DISTRIBUTED_EXPECTED]

@@ -621,10 +621,31 @@ def _patch_distributed(emu: Emulator) -> None:
             )
             if emu.cpu:
                 bound["backend"] = "gloo"
+                replaced.append(True)
                 return init_group(**bound)
         return init_group(*args, **kwargs)
 
+    replaced: list[bool] = []  # whether this process's NCCL was made gloo
+    get_backend = torch.distributed.get_backend
+    backend_signature = Signature(get_backend)
+
+    def get_backend_wrapper(*args: Any, **kwargs: Any) -> Any:
+        """The program asked for NCCL and is told NCCL, as GPU Migration answers for hccl."""
+        backend = get_backend(*args, **kwargs)
+        if replaced and backend == "gloo":
+            emu.note(
+                "match",
+                "torch.distributed.get_backend",
+                args,
+                kwargs,
+                lambda a, k: backend_signature.render(a, k) if a or k else "",
+                "change return value from gloo to nccl",
+            )
+            return "nccl"
+        return backend
+
     _replace(torch.distributed, "init_process_group", init_process_group, init_group)
+    _replace(torch.distributed, "get_backend", get_backend_wrapper, get_backend)
     ddp = torch.nn.parallel.DistributedDataParallel
     ddp_init = ddp.__init__
     ddp_signature = Signature(ddp_init, skip_self=True)
