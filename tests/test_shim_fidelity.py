@@ -241,6 +241,17 @@ def test_emulated_records_are_gpu_migrations(tmp_path: Path) -> None:
         ("contextlib.py", "cpu_mismatch", "", "Dummy")
     ]
     assert nvtx[0].context.strip() == "return next(self.gen)"
+    # "torch/cuda/amp/common.py:6  return not (torch.cuda.is_available() or find_spec(...))
+    #  [hpu_match]: torch.cuda.is_available() --> torch.hpu.is_available()": CUDA autocast's check
+    common = os.path.join(torch_dir, "cuda", "amp", "common.py")
+    amp = [(r.tag, f"{r.api}({r.args})", r.context.strip()) for r in records if r.path == common]
+    assert amp == [
+        (
+            "cpu_match",
+            "torch.cuda.is_available()",
+            'return not (torch.cuda.is_available() or find_spec("torch_xla"))',
+        )
+    ]
     # nothing else is logged outside the program but torch's own guarded calls
     others = {r.path for r in records} - {str(program), random_py, nvtx[0].path}
     assert all(p.startswith(torch_dir) for p in others), others

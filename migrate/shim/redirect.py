@@ -480,6 +480,15 @@ def _patch_autocast(emu: Emulator) -> None:
     autocast = torch.amp.autocast_mode.autocast
     init = autocast.__init__
     cuda_autocast = getattr(getattr(torch.cuda, "amp", None), "autocast", None)
+    common = getattr(getattr(torch.cuda, "amp", None), "common", None)
+    amp_check = getattr(common, "amp_definitely_not_available", None)
+
+    def torch_check(enabled: bool) -> None:
+        """What torch's CUDA autocast asks first (`torch.cuda.is_available()` in
+        torch/cuda/amp/common.py), so that it is logged there as on Gaudi. Only at level 1:
+        levels 2 and 3 drop torch's own calls, so nothing is spent on it."""
+        if enabled and emu.cpu and amp_check is not None and emu.log.level == 1:
+            amp_check()
 
     def autocast_init(
         self: Any,
@@ -497,6 +506,7 @@ def _patch_autocast(emu: Emulator) -> None:
             }
             emu.note("match", AUTOCAST, (), call, _autocast_left, AUTOCAST_CPU)
             if emu.cpu:
+                torch_check(enabled)
                 return init(self, CPU, dtype=None, enabled=False, cache_enabled=cache_enabled)
         return init(self, device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
 
@@ -518,6 +528,7 @@ def _patch_autocast(emu: Emulator) -> None:
         if not emu.cpu:
             cuda_init(self, enabled, dtype, cache_enabled)
             return
+        torch_check(enabled)
         init(self, CPU, dtype=None, enabled=False, cache_enabled=cache_enabled)
 
     _replace(cuda_autocast, "__init__", cuda_autocast_init, cuda_init)
