@@ -613,7 +613,8 @@ def _patch_pin_memory(emu: Emulator) -> None:
 def _patch_distributed(emu: Emulator) -> None:
     """NCCL becomes gloo and DDP loses its device ids on the CPU, as GPU Migration changes them
     to hccl and None on Gaudi."""
-    if not torch.distributed.is_available():
+    dist = getattr(torch, "distributed", None)  # never imported here: it costs every process
+    if dist is None or not dist.is_available() or not hasattr(dist, "init_process_group"):
         return
     init_group = torch.distributed.init_process_group
     group_signature = Signature(init_group)
