@@ -20,6 +20,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -276,6 +277,12 @@ def _torch_own(api: str) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
     return text
 
 
+# GPU Migration replaces these whole (torch.hpu.is_available, ...): the torch.cuda bodies never
+# run on Gaudi, so what they call inside torch (is_available -> device_count) is not logged.
+WHOLE = {"torch.cuda.is_available", "torch.cuda.device_count", "torch.cuda.current_device"}
+_QUIET = threading.local()
+
+
 def _stub(emu: Emulator, api: str, stub: Stub, original: Callable[..., Any], torch_dir: str):
     """Program calls get the stand-in; torch's own calls (torch.manual_seed ->
     torch.cuda.manual_seed_all, the amp checks) get the real function, guarded as in a CPU
@@ -283,11 +290,20 @@ def _stub(emu: Emulator, api: str, stub: Stub, original: Callable[..., Any], tor
     kind, stand_in, text = stub
     left = _left(api, original)
     own = _torch_own(api)
+    whole = api in WHOLE
 
     def cpu_stub(*args: Any, **kwargs: Any) -> Any:
         if sys._getframe(1).f_code.co_filename.startswith(torch_dir):
+            if getattr(_QUIET, "on", False):
+                return original(*args, **kwargs)
             emu.note(kind, api, args, kwargs, left, own)
-            return original(*args, **kwargs)  # torch's own guarded use, as in a CPU run
+            if not whole:
+                return original(*args, **kwargs)  # torch's own guarded use, as in a CPU run
+            _QUIET.on = True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _QUIET.on = False
         emu.note(kind, api, args, kwargs, left, text)
         return stand_in(*args, **kwargs)
 
