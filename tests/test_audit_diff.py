@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -222,28 +223,13 @@ def test_moved_never_crosses_files(tmp_path: Path) -> None:
 def test_cli_roots_labels_and_ignore_target(tmp_path: Path) -> None:
     write(tmp_path, GAUDI, "gaudi/gpu_migration_1.log")
     write(tmp_path, EMULATED, "emu/gpu_migration_2.log")
-    base = [
-        sys.executable,
-        "-m",
-        "migrate",
-        "log",
-        "diff",
-        str(tmp_path / "gaudi"),
-        str(tmp_path / "emu"),
-    ]
-    once = subprocess.run(
-        [*base, "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
-    )
+    base = ["log", "diff", str(tmp_path / "gaudi"), str(tmp_path / "emu")]
+    once = migrate(*base, "--root", str(tmp_path))
     assert once.returncode == 2 and "give --root twice" in once.stderr
-    ok = subprocess.run(
-        [*base, "--ignore-target", "--label", "gaudi", "--label", "emulator", "--format", "json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    ok = migrate(
+        *base, "--ignore-target", "--label", "gaudi", "--label", "emulator", "--format", "json"
     )
     assert ok.returncode == 0, ok.stderr
-    import json
-
     data = json.loads(ok.stdout)
     assert data["labels"] == ["gaudi", "emulator"] and data["ignore_target"] is True
     assert [len(data["split"][k]) for k in ("both", "only_before", "only_after")] == [3, 1, 1]
