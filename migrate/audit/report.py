@@ -95,6 +95,7 @@ class CallSite:
     apis: Counter[str] = field(default_factory=Counter)
     tags: Counter[str] = field(default_factory=Counter)
     context: str | None = None
+    api_tags: Counter[tuple[str, str]] = field(default_factory=Counter)  # (API, tag) -> count
 
 
 @dataclass
@@ -154,6 +155,7 @@ class Report:
         site.count += count
         site.apis[record.api] += count
         site.tags[record.tag] += count
+        site.api_tags[(record.api, record.tag)] += count
         if site.context is None and record.context is not None:
             site.context = record.context
         if is_mismatch(record.tag):
