@@ -98,7 +98,8 @@ class Checklist:
         where = "the upstream" if self.scope in ("", ".") else f"{self.scope}/ of the upstream"
         out = [
             f"Checklist from `migrate scan` of {where} at {self.commit[:12]} "
-            f"({self.files} Python files): what GPU Migration will not cover.",
+            f"({self.files} Python file{'s' * (self.files != 1)}): "
+            "what GPU Migration will not cover.",
         ]
         if not self.items:
             out.append(
