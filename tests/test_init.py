@@ -22,9 +22,9 @@ import pytest
 
 pytest.importorskip("libcst", reason="migrate init needs the init extra (libcst)")
 
+from migrate.audit.parse import parse  # noqa: E402
 from migrate.bootstrap.draft import draft_source  # noqa: E402
 from migrate.errors import BadInput  # noqa: E402
-from migrate.logparse import parse  # noqa: E402
 from migrate.recipe import load_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

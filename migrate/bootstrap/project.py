@@ -115,7 +115,7 @@ def init_project(
             )
         patch_text = _make_patch(ws, req.commit, [d for d in drafts if d.changed], staging)
 
-        from migrate import scan as scanner  # imported here: it pulls in the log reader
+        from migrate.audit import scan as scanner  # imported here: it pulls in the log reader
 
         scan_root = ws / req.scan
         if not scan_root.is_dir():
