@@ -460,4 +460,4 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"error: {message}"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert not (project / "recipes").exists() and not (project / "patches").exists()
+    assert not project.exists(), "a failed init leaves nothing behind, not even its clone"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,36 +103,41 @@ def init_project(
         pin.write_text(_pin_toml(req), encoding="utf-8")
         recipe = load_recipe(pin, check_patches=False)
         ws = Path(req.workspace).absolute() if req.workspace else project / "upstream" / req.name
-        ws = _fetch(recipe, ws, req, progress)
+        made = _missing_folders(ws)  # a failed init removes the clone it made, and its folders
+        try:
+            ws = _fetch(recipe, ws, req, progress)
 
-        drafts: list[Draft] = []
-        for entry in entries:
-            source = _read_entry(ws, req.commit, entry, req.sparse)
-            drafts.append(drafter.draft_source(source, entry))
-        if not any(d.changed for d in drafts):
-            raise MigrateError(
-                "nothing to draft: every entry script already turns GPU Migration on and marks "
-                "its steps"
-            )
-        patch_text = _make_patch(ws, req.commit, [d for d in drafts if d.changed], staging)
+            drafts: list[Draft] = []
+            for entry in entries:
+                source = _read_entry(ws, req.commit, entry, req.sparse)
+                drafts.append(drafter.draft_source(source, entry))
+            if not any(d.changed for d in drafts):
+                raise MigrateError(
+                    "nothing to draft: every entry script already turns GPU Migration on and marks "
+                    "its steps"
+                )
+            patch_text = _make_patch(ws, req.commit, [d for d in drafts if d.changed], staging)
 
-        from migrate.audit import scan as scanner  # imported here: it pulls in the log reader
+            from migrate.audit import scan as scanner  # imported here: it pulls in the log reader
 
-        scan_root = ws / req.scan
-        if not scan_root.is_dir():
-            raise BadInput(f"--scan {req.scan}: no such folder in the upstream")
-        found = checklists.build(scan_root, req.commit, scanner.scan(scan_root), req.scan)
+            scan_root = ws / req.scan
+            if not scan_root.is_dir():
+                raise BadInput(f"--scan {req.scan}: no such folder in the upstream")
+            found = checklists.build(scan_root, req.commit, scanner.scan(scan_root), req.scan)
 
-        # Stage recipe and patch as a project of their own; the real loader must accept them.
-        staged_patch = staging / "patches" / req.name / f"{STAGE}.patch"
-        staged_patch.parent.mkdir(parents=True)
-        staged_patch.write_text(patch_text, encoding="utf-8")
-        patchfile.parse(staged_patch)  # the same safety checks as any stage patch
-        pin.write_text(_recipe_toml(req, entries, drafts, found, day), encoding="utf-8")
-        load_recipe(pin, check_patches=True)
-        _check_smoke(pin)
-        _install(staged_patch, patch_path)
-        _install(pin, recipe_path)
+            # Stage recipe and patch as a project of their own; the real loader must accept them.
+            staged_patch = staging / "patches" / req.name / f"{STAGE}.patch"
+            staged_patch.parent.mkdir(parents=True)
+            staged_patch.write_text(patch_text, encoding="utf-8")
+            patchfile.parse(staged_patch)  # the same safety checks as any stage patch
+            pin.write_text(_recipe_toml(req, entries, drafts, found, day), encoding="utf-8")
+            load_recipe(pin, check_patches=True)
+            _check_smoke(pin)
+            _install(staged_patch, patch_path)
+            _install(pin, recipe_path)
+        except BaseException:
+            _remove_made(made)
+            raise
     return InitResult(recipe_path, patch_path, ws, drafts, found, existing)
 
 
@@ -316,6 +322,26 @@ def _check_smoke(recipe_path: Path) -> None:
     from migrate.smoke.spec import parse_spec
 
     parse_spec(load_recipe(recipe_path).smoke, recipe_path)
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Undo a failed init's clone: the workspace it created, then the empty folders above it."""
+    if made:
+        shutil.rmtree(made[0], ignore_errors=True)
+    for folder in made[1:]:
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty: something else lives there now
 
 
 def _install(staged: Path, final: Path) -> None:
