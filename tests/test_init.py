@@ -22,6 +22,8 @@ import pytest
 
 pytest.importorskip("libcst", reason="migrate init needs the init extra (libcst)")
 
+from clirun import migrate  # noqa: E402
+
 from migrate.audit.parse import parse  # noqa: E402
 from migrate.bootstrap.draft import draft_source  # noqa: E402
 from migrate.errors import BadInput  # noqa: E402
@@ -133,20 +135,6 @@ RUNS = {
     "scripts/gan.py": (3 * 4, "done", True),
     "scripts/infer.py": (4, "rows 12", True),
 }
-
-
-def migrate(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it (wide COLUMNS: rich would wrap the one-line errors)."""
-    full_env = {**os.environ, "COLUMNS": "400", **(env or {})}
-    full_env.pop("MIGRATE_SOURCE", None)  # the real upstream's mirror is not these upstreams'
-    return subprocess.run(
-        [sys.executable, "-m", "migrate", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env=full_env,
-    )
 
 
 @pytest.fixture
@@ -311,7 +299,8 @@ def test_init_apply_and_run_under_the_shim(
     [stage] = recipe.stages
     assert stage.name == "minimal" and stage.patch == patch_path
     assert "generated" in stage.meta["Origin"] and "migrate init" in stage.meta["Description"]
-    assert recipe.smoke == {"script": entry, "args": ["--epochs", "2"]}
+    assert recipe.smoke is not None
+    assert (recipe.smoke.script, recipe.smoke.args) == (entry, ["--epochs", "2"])
     # the checklist, in the recipe's comments and in the output
     text = recipe_path.read_text()
     for item in ("NCCL backend", "NVIDIA management", "CUDA graphs, streams", "Custom CUDA"):
@@ -400,7 +389,7 @@ def test_several_entries_one_patch_first_is_smoke(
     result = init(repo, commit, project, "all", "scripts/gan.py", "scripts/infer.py")
     assert result.returncode == 0, result.stderr
     recipe = load_recipe(project / "recipes" / "all.toml")
-    assert recipe.smoke["script"] == "scripts/gan.py"
+    assert recipe.smoke is not None and recipe.smoke.script == "scripts/gan.py"
     patch = (project / "patches" / "all" / "minimal.patch").read_text()
     assert "+++ b/scripts/gan.py" in patch and "+++ b/scripts/infer.py" in patch
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("libcst", reason="migrate init needs the init extra (libcst)")
+
+from clirun import migrate  # noqa: E402
 
 from migrate.audit.parse import parse  # noqa: E402
 from migrate.recipe import load_recipe  # noqa: E402
@@ -49,16 +50,6 @@ SCRIPTS = {
         ],
     ),
 }
-
-
-def migrate(*args: str, cwd: Path | None = None, env: dict | None = None):  # noqa: ANN201
-    """The CLI as a user runs it (wide COLUMNS: rich would wrap the one-line errors)."""
-    full_env = {**os.environ, "COLUMNS": "400", **(env or {})}
-    full_env.pop("MIGRATE_SOURCE", None)  # that mirror is stable-diffusion's
-    return subprocess.run(
-        [sys.executable, "-m", "migrate", *args],
-        capture_output=True, text=True, timeout=900, cwd=cwd, env=full_env,
-    )  # fmt: skip
 
 
 @pytest.fixture

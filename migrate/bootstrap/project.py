@@ -131,8 +131,7 @@ def init_project(
             staged_patch.write_text(patch_text, encoding="utf-8")
             patchfile.parse(staged_patch)  # the same safety checks as any stage patch
             pin.write_text(_recipe_toml(req, entries, drafts, found, day), encoding="utf-8")
-            load_recipe(pin, check_patches=True)
-            _check_smoke(pin)
+            load_recipe(pin, check_patches=True)  # validates [smoke] too
             _install(staged_patch, patch_path)
             _install(pin, recipe_path)
         except BaseException:
@@ -146,9 +145,9 @@ def init_project(
 
 def _validate(req: InitRequest) -> list[str]:
     """The request's entries, normalised; BadInput (exit 2, one line) for anything malformed."""
-    if not NAME_RE.match(req.name):
+    if not NAME_RE.fullmatch(req.name):
         raise BadInput(f"NAME {req.name!r}: use letters, digits, '.', '_' and '-' (a file name)")
-    if not COMMIT_RE.match(req.commit):
+    if not COMMIT_RE.fullmatch(req.commit):
         raise BadInput(f"--commit {req.commit!r}: give the full 40-hex lowercase commit id")
     if not req.upstream.strip():
         raise BadInput("--upstream: give the upstream's clone URL")
@@ -315,13 +314,6 @@ def _recipe_toml(
         f"args = {_toml_list(req.smoke_args)}",
     ]
     return "\n".join(text) + "\n"
-
-
-def _check_smoke(recipe_path: Path) -> None:
-    """The `[smoke]` table must pass the smoke area's validation too."""
-    from migrate.smoke.spec import parse_spec
-
-    parse_spec(load_recipe(recipe_path).smoke, recipe_path)
 
 
 def _missing_folders(path: Path) -> list[Path]:
