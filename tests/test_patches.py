@@ -57,6 +57,18 @@ def test_recipe_names_the_four_patches_in_order_with_dep3_metadata() -> None:
             assert stage.meta.get(key, "").strip(), f"{stage.name}: DEP-3 {key} missing"
 
 
+def test_every_stage_names_habanas_example_as_the_reference_design_not_copied() -> None:
+    example = "PyTorch/examples/gpu_migration/generative_models/stable-diffusion"
+    for stage in load_recipe("stable-diffusion").stages:
+        origin = stage.meta["Origin"]
+        assert origin.startswith("other, written for the migrate project"), stage.name
+        assert "Habana's GPU Migration example" in origin and example in origin, stage.name
+        assert stage.name == "compat" or "reference design (not copied)" in origin
+    readme = (PATCHES / "README.md").read_text()
+    assert "Reference design" in readme and "no code was copied" in readme
+    assert example in readme.replace("\n", "")
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_patch_is_a_git_style_unified_diff_with_three_lines_of_context(stage: str) -> None:
     text = patch_path(stage).read_text()
