@@ -1,10 +1,13 @@
 """TEST DOUBLE of `habana_frameworks.torch.hpu` (a package, as in the real bridge).
 
-Device queries answer as one idle Gaudi would; `synchronize` records. Streams and HPU graphs are in
-`graphs.py`. Signatures follow the real API, so a wrong keyword fails here as it would there.
+Device queries answer as one idle Gaudi would (as none with FAKE_HABANA_DEVICES=0); `synchronize`
+records. Streams and HPU graphs are in `graphs.py`. Signatures follow the real API, so a wrong
+keyword fails here as it would there.
 """
 
 from __future__ import annotations
+
+import os
 
 from habana_frameworks import record
 from habana_frameworks.torch.hpu.graphs import (
@@ -29,12 +32,13 @@ __all__ = [
 ]
 
 
-def is_available() -> bool:
-    return True
-
-
 def device_count() -> int:
-    return 1
+    """One Gaudi; FAKE_HABANA_DEVICES=0 plays a machine with the bridge but no device."""
+    return int(os.environ.get("FAKE_HABANA_DEVICES", "1"))
+
+
+def is_available() -> bool:
+    return device_count() > 0
 
 
 def get_device_name(device: object = None) -> str:
