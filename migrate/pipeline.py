@@ -130,7 +130,7 @@ def prepare_model(
     prepared = prepare(
         spec.builder,
         workspace,
-        size,
+        spec.builder_size(size),
         run_dir / "model",
         options.python,
         seed=options.seed,

@@ -15,6 +15,8 @@ runs, and every problem is one `RecipeError` naming the file and the key. Exampl
 
     [smoke.models.tiny]                  # per model size: extra arguments
     args = ["--H", "64", "--W", "64", "--ddim_steps", "5"]
+    [smoke.models.guide]                 # a named variant: its own arguments, and
+    size = "full"                        #   the builder's model it runs (default: its name)
 
     [smoke.probe]                        # "module:Qualified.name" callables timed in-process
     batch = ["ldm.models.diffusion.ddim:DDIMSampler.sample"]
@@ -66,6 +68,7 @@ class SmokeSpec:
     args: list[str]
     models: dict[str, list[str]]
     default_model: str
+    model_sizes: dict[str, str] = field(default_factory=dict)  # variant -> builder's size
     outdir_option: str = "--outdir"
     seed_option: str | None = "--seed"
     samples: str = "samples/*.png"
@@ -84,6 +87,10 @@ class SmokeSpec:
                 f"model size {model!r} is not in the recipe's [smoke.models] ({known})"
             )
         return list(self.models[model])
+
+    def builder_size(self, model: str) -> str:
+        """The builder's model (e.g. tiny, full) a variant runs: its `size`, else its name."""
+        return self.model_sizes.get(model, model)
 
 
 def parse_spec(table: dict[str, Any], source: Path | str) -> SmokeSpec:
@@ -125,10 +132,16 @@ def parse_spec(table: dict[str, Any], source: Path | str) -> SmokeSpec:
     if not isinstance(models_raw, dict):
         raise fail("models", "must be a table of model sizes, e.g. [smoke.models.tiny]")
     models: dict[str, list[str]] = {}
+    model_sizes: dict[str, str] = {}
     for size, entry in models_raw.items():
-        if not isinstance(entry, dict) or set(entry) - {"args"}:
-            raise fail(f"models.{size}", "must be a table with only 'args'")
+        if not isinstance(entry, dict) or set(entry) - {"args", "size"}:
+            raise fail(f"models.{size}", "must be a table with only 'args' and 'size'")
         models[size] = strings(entry.get("args", []), f"models.{size}.args")
+        if "size" in entry:
+            built = entry["size"]
+            if not isinstance(built, str) or not built.strip():
+                raise fail(f"models.{size}.size", f"must be a non-empty string, got {built!r}")
+            model_sizes[size] = built
     default_model = string("default_model", "tiny" if "tiny" in models or not models else None)
     if default_model is None:
         default_model = next(iter(models))
@@ -167,6 +180,7 @@ def parse_spec(table: dict[str, Any], source: Path | str) -> SmokeSpec:
         args=strings(table.get("args", []), "args"),
         models=models,
         default_model=default_model,
+        model_sizes=model_sizes,
         outdir_option=string("outdir_option", "--outdir") or "--outdir",
         seed_option=string("seed_option", "--seed"),
         samples=string("samples", "samples/*.png") or "samples/*.png",
