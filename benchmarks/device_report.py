@@ -4,8 +4,9 @@
 
 Speed (from `--speed`, a `migrate run` folder): per stage the steady-state seconds per batch
 (batches after the first, which pays compilation/warm-up), their spread over those batches, the
-samples/s, and the ratio to the run's first stage measured in the same run. `compat` repeats the
-upstream's computation, so its ratio to `upstream` is this run's A/A noise.
+samples/s, and the ratio to the run's first stage measured in the same run (`compat`, the
+upstream's own computation on today's packages: on CUDA only `minimal` and later change what
+runs). The spread is the noise of each figure: the stdev of its steady batches over their mean.
 
 PSNR (from `--cpu` and `--device`, two `migrate run` folders with the same recipe, model and
 seed): per stage and per batch, the mean PSNR between the CPU's and the device's sample with the
