@@ -5,8 +5,10 @@
 Speed (from `--speed`, a `migrate run` folder): per stage the steady-state seconds per batch
 (batches after the first, which pays compilation/warm-up), their spread over those batches, the
 samples/s, and the ratio to the run's first stage measured in the same run (`compat`, the
-upstream's own computation on today's packages: on CUDA only `minimal` and later change what
-runs). The spread is the noise of each figure: the stdev of its steady batches over their mean.
+upstream's own computation on today's packages). The spread is each figure's noise: the stdev of
+its steady batches over their mean. On CUDA `minimal` and `hpu_graph` change nothing that runs
+(no habana_frameworks there), so their ratios to `compat` are also this run's A/A noise;
+`randn_to_cpu` adds one small host-to-device copy per step.
 
 PSNR (from `--cpu` and `--device`, two `migrate run` folders with the same recipe, model and
 seed): per stage and per batch, the mean PSNR between the CPU's and the device's sample with the
