@@ -124,7 +124,7 @@ def prepare_model(
     prepared = prepare(
         spec.builder,
         ws,
-        size,
+        spec.builder_size(size),
         run_dir / "model",
         options.python,
         seed=options.seed,
