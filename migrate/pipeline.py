@@ -15,7 +15,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def _check_run_id(run_id: str | None) -> None:
 
 def new_run_dir(runs_dir: Path) -> Path:
     """Create a run folder named by UTC time (sortable), suffixed when the second is taken."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     runs_dir.mkdir(parents=True, exist_ok=True)
     run_id, n = stamp, 1
     while True:
@@ -427,7 +427,7 @@ def _write_run_file(
             "options": {**asdict(options), "ckpt": str(options.ckpt) if options.ckpt else None},
             "stages": known + [s for s in stages if s not in known],
             "order": [UPSTREAM, *(s.name for s in recipe.stages)],
-            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )
     data.setdefault("started", data["updated"])
