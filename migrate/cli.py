@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "compare": "migrate.commands.compare:compare",
     "run": "migrate.commands.run:run",
     "checkpoint": "migrate.commands.checkpoint:checkpoint",
+    "doctor": "migrate.commands.doctor:doctor",
 }
 
 
