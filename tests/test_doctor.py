@@ -91,13 +91,13 @@ def test_release_parses_local_and_pre_release_versions() -> None:
 
 
 def test_the_seeds_broken_combination_names_both_fixes() -> None:
-    found = {
-        c.package: c
-        for c in compat.conflicts({"torch": "2.0.1", "numpy": "2.2.6", "transformers": "5.20.2"})
-    }
-    assert found["numpy"].fix == "pip install 'numpy<2'"
-    assert "2.0.1" in found["numpy"].reason
-    assert found["transformers"].fix == "pip install 'transformers<4.50'"
+    found = compat.conflicts({"torch": "2.0.1", "numpy": "2.2.6", "transformers": "5.20.2"})
+    assert [(c.package, c.fix) for c in found] == [
+        ("numpy", "pip install 'numpy<2'"),
+        ("transformers", "pip install 'transformers<4.50'"),
+    ]
+    assert "numpy 2.2.6 does not work with torch 2.0.1" in found[0].reason
+    assert found[1].reason.startswith("transformers 5.20.2 needs torch 2.6")
 
 
 @pytest.mark.parametrize(
@@ -105,6 +105,9 @@ def test_the_seeds_broken_combination_names_both_fixes() -> None:
     [
         ({"torch": "2.14.1", "numpy": "2.4.6", "transformers": "5.24.0"}, set()),
         ({"torch": "2.3.0", "numpy": "2.0.0"}, set()),
+        ({"torch": "2.3", "numpy": "2.0"}, set()),
+        ({"torch": "2.2", "numpy": "2"}, {"numpy"}),
+        ({"torch": "2.0", "transformers": "4.50"}, {"transformers"}),
         ({"torch": "2.2.2", "numpy": "2.0.0"}, {"numpy"}),
         ({"torch": "2.0.1", "numpy": "1.26.4", "transformers": "4.49.0"}, set()),
         ({"torch": "2.0.1", "transformers": "4.50.3"}, {"transformers"}),

@@ -71,7 +71,7 @@ def evaluate(
             f"{c.package} with torch",
             MAIN,
             MISSING,
-            f"{c.package} {c.installed}: {c.reason}",
+            c.reason,
             c.fix,
         )
         for c in found.values()
@@ -131,7 +131,8 @@ def numpy_check(facts: Mapping[str, Any], conflict: Conflict | None) -> Check:
                 "numpy",
                 MAIN,
                 WARNING,
-                f"numpy {version} works with this torch here, although {conflict.reason}",
+                f"numpy {version} converts with this torch here, although the table says: "
+                f"{conflict.reason}",
                 conflict.fix,
             )
         return Check("numpy", MAIN, OK, f"numpy {bridge['value']}, converts to and from torch")
@@ -139,7 +140,7 @@ def numpy_check(facts: Mapping[str, Any], conflict: Conflict | None) -> Check:
         return Check("numpy", MAIN, MISSING, "not checked: torch does not import", None)
     summary = f"numpy {version or '(not installed)'} fails with torch: {_err(bridge)}"
     if conflict is not None:
-        summary = f"numpy {version}: {conflict.reason}"
+        summary = conflict.reason
     return Check("numpy", MAIN, MISSING, summary, conflict.fix if conflict else "pip install numpy")
 
 
@@ -265,10 +266,8 @@ def transformers_check(facts: Mapping[str, Any], conflict: Conflict | None) -> C
     if not _ok(tf.get("tensors")):
         problems.append(f"tokenizing to torch tensors fails: {_err(tf.get('tensors'))}")
     if problems:
-        reason = conflict.reason + "; " if conflict else ""
-        return Check(
-            "transformers", MAIN, MISSING, f"transformers {version}: {reason}{problems[0]}", fix
-        )
+        summary = conflict.reason if conflict else f"transformers {version}: {problems[0]}"
+        return Check("transformers", MAIN, MISSING, summary, fix)
     uncached = tf.get("uncached")
     if _ok(uncached):
         offline = f"with nothing cached it silently loads {uncached['value']} tokens"
@@ -279,7 +278,9 @@ def transformers_check(facts: Mapping[str, Any], conflict: Conflict | None) -> C
         f"{prepared['value']['size']}-token vocabulary ({offline}; the guard checks it)"
     )
     if conflict is not None:
-        return Check("transformers", MAIN, WARNING, f"{summary}; but {conflict.reason}", fix)
+        return Check(
+            "transformers", MAIN, WARNING, f"{summary}; but the table says: {conflict.reason}", fix
+        )
     return Check("transformers", MAIN, OK, summary)
 
 

@@ -17,7 +17,7 @@ class Conflict:
 
     package: str  # the distribution to change, e.g. "numpy"
     installed: str  # its installed version
-    reason: str  # one line: what goes wrong, e.g. "torch 2.0.1 is built against numpy 1.x"
+    reason: str  # one line naming both, e.g. "numpy 2.2.6 does not work with torch 2.0.1 (...)"
     fix: str  # the command that fixes it, e.g. "pip install 'numpy<2'"
 
 
@@ -59,7 +59,8 @@ _RULES = (
         (2,),
         None,
         (2, 3),
-        "torch {torch} is built against numpy 1.x ('Numpy is not available')",
+        "numpy {version} does not work with torch {torch}, which is built against numpy 1.x "
+        "('Numpy is not available')",
         "pip install 'numpy<2'",
     ),
     _Rule(
@@ -67,7 +68,8 @@ _RULES = (
         (5,),
         None,
         (2, 6),
-        "transformers {version} disables torch below 2.6 ('PyTorch is not installed')",
+        "transformers {version} needs torch 2.6 or newer: with torch {torch} it turns torch off "
+        "('PyTorch is not installed')",
         "pip install '{transformers_for_torch}'",
     ),
     _Rule(
@@ -75,8 +77,8 @@ _RULES = (
         (4, 50),
         (5,),
         (2, 1),
-        "transformers {version} needs torch 2.1 (4.50-4.51 use torch.compiler, 4.52 on disable "
-        "torch below 2.1)",
+        "transformers {version} needs torch 2.1 or newer: with torch {torch} its models do not "
+        "import (4.50-4.51: no torch.compiler) or it turns torch off (4.52 on)",
         "pip install '{transformers_for_torch}'",
     ),
 )
