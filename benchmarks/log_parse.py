@@ -4,8 +4,8 @@ Writes a synthetic log (default 1024 MB) of realistic records (long argument lis
 nested parentheses, free-text replacements, paths in the project / torch / site-packages) into
 a temporary folder, then in one run:
   1. `grep -c -F ' --> '` on the file (the baseline: a C tool that only counts lines),
-  2. `migrate.logparse.iter_records` over the file in a child process (so its peak RSS is its
-     own), and optionally, with --report, `migrate.logreport.build` (parse + aggregate) and
+  2. `migrate.audit.parse.iter_records` over the file in a child process (so its peak RSS is its
+     own), and optionally, with --report, `migrate.audit.report.build` (parse + aggregate) and
      its per-record baseline: `iter_fields` folded one record at a time into a dict (how build
      aggregated before `tally_fields`; the counts must agree).
 It prints MB/s (wall and CPU: the machine may be shared, CPU time is the steadier figure) and
@@ -35,14 +35,14 @@ import json, resource, sys, time
 mode, path = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 if mode == "parse":
-    from migrate.logparse import iter_records
+    from migrate.audit.parse import iter_records
     bad = []
     n = 0
     for _ in iter_records([path], bad):
         n += 1
     extra = {"records": n, "malformed": len(bad)}
 elif mode == "fold":
-    from migrate.logparse import iter_fields
+    from migrate.audit.parse import iter_fields
     bad = []
     tally = {}
     for source, path, line, tag, api, context, rest in iter_fields([path], bad):
@@ -55,7 +55,7 @@ elif mode == "fold":
     extra = {"records": sum(v[0] for v in tally.values()), "malformed": len(bad),
              "call_sites": len({k[1:3] for k in tally})}
 else:
-    from migrate.logreport import build
+    from migrate.audit.report import build
     report = build([path])
     extra = {"records": report.records, "malformed": report.malformed_total,
              "call_sites": len(report.call_sites)}

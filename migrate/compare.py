@@ -11,17 +11,20 @@ stage's sample grid, or JSON. Two runs (say CPU and CUDA) compare stage by stage
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrate.errors import BadInput
-from migrate.smoke.metrics import StageMetrics, load_metrics
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
 
-FORMATS = ("table", "md", "html", "json")
+from migrate.errors import BadInput
+from migrate.render import h, html_page, html_table, md_table
+from migrate.render import render as render_as
+from migrate.smoke.metrics import StageMetrics, load_metrics
 
 
 @dataclass
@@ -161,7 +164,7 @@ def psnr(path_a: Path, path_b: Path) -> float | None:
 def _log_counts(logs: Path) -> dict[str, int]:
     if not logs.is_dir() or not any(logs.rglob("*.log")):
         return {}
-    from migrate.logreport import build
+    from migrate.audit.report import build
 
     by_tag = build([str(logs)]).to_json().get("by_tag", {})
     return {str(k): int(v) for k, v in sorted(by_tag.items())}
@@ -169,11 +172,11 @@ def _log_counts(logs: Path) -> dict[str, int]:
 
 def _log_changes(before: Path, after: Path) -> dict[str, Any] | None:
     """Migration-log call sites that appeared, disappeared or changed count between stages,
-    and the per-API count changes (from `migrate.logdiff`)."""
+    and the per-API count changes (from `migrate.audit.diff`)."""
     has = [d.is_dir() and any(d.rglob("*.log")) for d in (before, after)]
     if not any(has):
         return None
-    from migrate.logdiff import diff
+    from migrate.audit.diff import diff
 
     data = diff([str(before)] if has[0] else [], [str(after)] if has[1] else []).to_json()
     sites: dict[str, int] = {"added": 0, "removed": 0, "changed": 0}
@@ -350,7 +353,41 @@ def notes(report: RunReport) -> list[str]:
     return lines
 
 
-def to_markdown(report: RunReport, against: RunReport | None = None) -> str:
+def render_table(report: RunReport, against: RunReport | None = None) -> RenderableType:
+    """Rich tables, one column per stage (what fits a terminal), then the notes."""
+    parts: list[RenderableType] = [
+        _rich_table(f"run {report.run_id}", *transposed(*table_rows(report)))
+    ]
+    parts += [Text(line, style="yellow") for line in notes(report)]
+    if against is not None:
+        parts.append(
+            _rich_table(
+                f"{report.run_id} (A) vs {against.run_id} (B)",
+                *transposed(*cross_rows(cross(report, against))),
+            )
+        )
+    return Group(*parts)
+
+
+def _rich_table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, show_lines=False)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def render_text(report: RunReport, against: RunReport | None = None) -> str:
+    """Plain text columns (the `table` format written to a file)."""
+    lines = _columns(*transposed(*table_rows(report)))
+    if against is not None:
+        lines += ["", *_columns(*transposed(*cross_rows(cross(report, against))))]
+    return "\n".join(lines + notes(report)) + "\n"
+
+
+def render_markdown(report: RunReport, against: RunReport | None = None) -> str:
+    """PR-ready Markdown: the table, the notes, and the cross-run table with --against."""
     headers, rows = table_rows(report)
     run = report.run
     lines = [f"## migrate run `{report.run_id}`", ""]
@@ -375,12 +412,12 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return out
+    return md_table(headers, [[cell(c) for c in row] for row in rows])
 
 
 def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, Any]:
+    """report.json: the run, one entry per stage, the notes, and the cross-run rows."""
+
     def stage(s: StageReport) -> dict[str, Any]:
         data = asdict(s)
         for key in ("psnr_previous",):
@@ -414,15 +451,16 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def to_html(report: RunReport, against: RunReport | None = None) -> str:
-    """One self-contained page: the table, notes, and every stage's grid side by side."""
-    esc = html.escape
-    headers, rows = table_rows(report)
+_GRID_CSS = """
+.grids{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}
+figure{margin:0}img{image-rendering:pixelated;min-width:192px;border:1px solid #999}
+pre{max-width:420px;white-space:pre-wrap;font-size:11px;background:#fee}
+"""
 
-    def table(h: list[str], r: list[list[str]]) -> str:
-        head = "".join(f"<th>{esc(x)}</th>" for x in h)
-        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in r)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+def render_html(report: RunReport, against: RunReport | None = None) -> str:
+    """One self-contained page: the table, notes, and every stage's grid side by side."""
+    headers, rows = table_rows(report)
 
     def figures(rep: RunReport) -> str:
         cells = []
@@ -430,55 +468,44 @@ def to_html(report: RunReport, against: RunReport | None = None) -> str:
             m = s.metrics
             grid = rep.run_dir / s.name / m.grids[0].path if m.grids else None
             if grid is not None and grid.is_file():
-                img = f'<img src="{_data_uri(grid)}" alt="{esc(s.name)} grid">'
+                img = f'<img src="{_data_uri(grid)}" alt="{h(s.name)} grid">'
             else:
-                img = f"<pre>{esc(m.stderr_tail or m.reason or 'no grid')}</pre>"
+                img = f"<pre>{h(m.stderr_tail or m.reason or 'no grid')}</pre>"
             caption = f"{s.name}: {m.status}; {_same(s.identical_to_previous, s.psnr_previous)}"
-            cells.append(f"<figure>{img}<figcaption>{esc(caption)}</figcaption></figure>")
+            cells.append(f"<figure>{img}<figcaption>{h(caption)}</figcaption></figure>")
         return f'<div class="grids">{"".join(cells)}</div>'
 
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>migrate run {esc(report.run_id)}</title><style>",
-        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:13px}",
-        "td,th{border:1px solid #bbb;padding:3px 6px;text-align:left}th{background:#eee}",
-        ".grids{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}",
-        "figure{margin:0}img{image-rendering:pixelated;min-width:192px;border:1px solid #999}",
-        "pre{max-width:420px;white-space:pre-wrap;font-size:11px;background:#fee}</style></head><body>",
-        f"<h1>migrate run {esc(report.run_id)}</h1>",
-        f"<p>Recipe {esc(str(report.run.get('recipe', '?')))} at "
-        f"{esc(str(report.run.get('commit', ''))[:12])}</p>",
-        table(headers, rows),
-        "".join(f"<p><b>{esc(n)}</b></p>" for n in notes(report)),
+        f"<h1>migrate run {h(report.run_id)}</h1>",
+        f"<p>Recipe {h(str(report.run.get('recipe', '?')))} at "
+        f"{h(str(report.run.get('commit', ''))[:12])}</p>",
+        html_table(headers, rows),
+        "".join(f"<p><b>{h(n)}</b></p>" for n in notes(report)),
         "<h2>Sample grids</h2>",
         figures(report),
     ]
     if against is not None:
         h2, r2 = cross_rows(cross(report, against))
         parts += [
-            f"<h2>{esc(report.run_id)} (A) vs {esc(against.run_id)} (B)</h2>",
-            table(h2, r2),
-            f"<h3>{esc(against.run_id)}</h3>",
+            f"<h2>{h(report.run_id)} (A) vs {h(against.run_id)} (B)</h2>",
+            html_table(h2, r2),
+            f"<h3>{h(against.run_id)}</h3>",
             figures(against),
         ]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return html_page(f"migrate run {report.run_id}", "\n".join(parts) + "\n", _GRID_CSS)
 
 
 def render(report: RunReport, fmt: str, against: RunReport | None = None) -> str:
     """The report as text in `fmt` (md, html, json; `table` is plain text columns)."""
-    if fmt == "md":
-        return to_markdown(report, against)
-    if fmt == "html":
-        return to_html(report, against)
-    if fmt == "json":
-        return json.dumps(to_json(report, against), indent=2) + "\n"
-    if fmt == "table":
-        lines = _columns(*transposed(*table_rows(report)))
-        if against is not None:
-            lines += ["", *_columns(*transposed(*cross_rows(cross(report, against))))]
-        return "\n".join(lines + notes(report)) + "\n"
-    raise BadInput(f"unknown report format {fmt!r} (choose from {', '.join(FORMATS)})")
+    rendered = render_as(
+        fmt,
+        table=lambda: render_text(report, against),
+        markdown=lambda: render_markdown(report, against),
+        html=lambda: render_html(report, against),
+        json_data=lambda: to_json(report, against),
+    )
+    assert isinstance(rendered, str)  # every renderer here returns text
+    return rendered
 
 
 def write(report: RunReport, fmt: str, path: Path, against: RunReport | None = None) -> Path:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from migrate.checkpoint import DownloadError, checkpoint_spec, download
 from migrate.errors import RecipeError
+from migrate.models.checkpoint import DownloadError, checkpoint_spec, download
 
 DATA = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: more than one read block
 SHA = hashlib.sha256(DATA).hexdigest()

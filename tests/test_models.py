@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from migrate import tokenizer
 from migrate.errors import BadInput, MigrateError
-from migrate.models import PreparedModel, prepare
+from migrate.models import PreparedModel, prepare, tokenizer
 from migrate.models import ldm as ldm_builder
 
 ROOT = Path(__file__).resolve().parent.parent

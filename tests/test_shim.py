@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.logparse import parse
+from migrate.audit.parse import parse
 from migrate.shim.runner import shim_env
 
 EXPECT = re.compile(r"#\s*expect(\+1)?:\s*(\S+)\s+(\S+)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.logparse import parse
+from migrate.audit.parse import parse
 from migrate.shim import runner
 
 ROOT = Path(__file__).resolve().parent.parent

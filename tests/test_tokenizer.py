@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from migrate import tokenizer
 from migrate.errors import BadInput
+from migrate.models import tokenizer
 
 
 def test_vocabulary_has_wordpiece_basics_prompt_words_and_no_duplicates() -> None:
@@ -91,9 +91,10 @@ FAKE_TRANSFORMERS = {
 GUARDED_CHILD = textwrap.dedent(
     """
     import sys
-    import migrate.tokenizer_guard  # what the boot does first, before anything imports transformers
+    # what the boot does first, before anything imports transformers:
+    import migrate.models.tokenizer_guard
     assert "transformers" not in sys.modules
-    from migrate.tokenizer import build_vocab
+    from migrate.models.tokenizer import build_vocab
     from transformers.tokenization_utils_base import PreTrainedTokenizerBase as Base
     Base.VOCABS["ours"] = build_vocab()
     Base.from_pretrained("bert-base-uncased", "ours")
@@ -126,7 +127,7 @@ def test_guard_hooks_transformers_when_it_loads_and_fails_loudly(tmp_path: Path)
 
 REAL_CHILD = textwrap.dedent(
     """
-    import migrate.tokenizer_guard
+    import migrate.models.tokenizer_guard
     from transformers import BertTokenizerFast
     tok = BertTokenizerFast.from_pretrained("bert-base-uncased")
     print(" ".join(tok.tokenize("A painting of a virus monster, playing zebra!")))

@@ -52,8 +52,8 @@ def download(
       migrate checkpoint download
       migrate checkpoint download --url http://mirror.local/model.ckpt --dest /data/model.ckpt
     """
-    from migrate.checkpoint import checkpoint_spec
-    from migrate.checkpoint import download as fetch
+    from migrate.models.checkpoint import checkpoint_spec
+    from migrate.models.checkpoint import download as fetch
     from migrate.recipe import load_recipe
     from migrate.workspace import path_for
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from migrate.commands.options import recipe_option
+from migrate.commands.output import print_report
 
 
 def _run_dir(value: str | None, runs_dir: Path) -> Path:
@@ -86,28 +85,3 @@ def compare(
         click.echo(lib.render(report, fmt, other), nl=False)
         return
     print_report(Console(highlight=False), report, other)
-
-
-def print_report(console: Console, report: Any, other: Any = None) -> None:
-    """The report as rich tables: one column per stage (what fits a terminal)."""
-    from migrate import compare as lib
-
-    console.print(_table(f"run {report.run_id}", *lib.transposed(*lib.table_rows(report))))
-    for line in lib.notes(report):
-        console.print(f"[yellow]{line}[/yellow]", soft_wrap=True)
-    if other is not None:
-        console.print(
-            _table(
-                f"{report.run_id} (A) vs {other.run_id} (B)",
-                *lib.transposed(*lib.cross_rows(lib.cross(report, other))),
-            )
-        )
-
-
-def _table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
-    table = Table(title=title, show_lines=False)
-    for header in headers:
-        table.add_column(header, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    return table

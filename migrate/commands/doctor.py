@@ -55,7 +55,7 @@ def doctor(python: str, fmt: str, recipe: str, workspace: str | None) -> None:
     from pathlib import Path
 
     from migrate import doctor as lib
-    from migrate.checkpoint import checkpoint_spec
+    from migrate.models.checkpoint import checkpoint_spec
     from migrate.recipe import load_recipe
     from migrate.workspace import path_for
 

@@ -2,41 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
-
 import click
-from rich.console import Console, RenderableType
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-FORMATS = ["table", "json", "md", "html"]
-
-format_option = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="table: rich tables; json: stable machine format; md: for a pull request; "
-    "html: one self-contained page.",
-)
-out_option = click.option(
-    "--out",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="Write the report to this file instead of the terminal.",
-)
-limit_option = click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=30,
-    show_default=True,
-    help="Rows per long list in table/md/html (0 = all). JSON is always complete.",
-)
+from migrate.commands.options import format_option, limit_option, out_option
+from migrate.commands.output import byte_progress, emit
 
 
 @click.group()
@@ -50,59 +19,6 @@ def log() -> None:
     """
 
 
-def input_bytes(inputs: tuple[str, ...]) -> int | None:
-    """Total size to read (None for stdin); a folder without any log file is bad input."""
-    from migrate.errors import BadInput
-    from migrate.logparse import expand_inputs
-
-    files: list[str] = []
-    for item in inputs:
-        found = expand_inputs([item])
-        if not found:
-            raise BadInput(f"no log files (*.log, *.log.gz) under {item}")
-        files += found
-    if "-" in files:
-        return None
-    return sum(os.path.getsize(f) for f in files)
-
-
-@contextmanager
-def _progress(inputs: tuple[str, ...], label: str) -> Iterator[Callable[[int], None] | None]:
-    """A byte progress bar on stderr for big inputs (nothing for small ones or stdin)."""
-    total = input_bytes(inputs)
-    if total is None or total < 64 << 20:
-        yield None
-        return
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
-def emit(rendered: str | RenderableType, out: str | None) -> None:
-    """Print to the terminal, or write to --out (only there)."""
-    if out is None:
-        console = Console(highlight=False, soft_wrap=isinstance(rendered, str))
-        if isinstance(rendered, str):
-            console.out(rendered, end="")
-        else:
-            console.print(rendered)
-        return
-    if not isinstance(rendered, str):
-        console = Console(record=True, width=160, file=open(os.devnull, "w"))  # noqa: SIM115
-        console.print(rendered)
-        rendered = console.export_text()
-        console.file.close()
-    Path(out).write_text(rendered, encoding="utf-8")
-    Console(stderr=True, highlight=False).print(f"wrote {out}")
-
-
 @log.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -112,7 +28,7 @@ def emit(rendered: str | RenderableType, out: str | None) -> None:
     help="The project's folder (e.g. the workspace): absolute paths under it count as "
     "'project' code; site-packages paths count as torch or third_party.",
 )
-@format_option
+@format_option()
 @out_option
 @limit_option
 def report(
@@ -127,17 +43,27 @@ def report(
       migrate log report gpu_migration_1762.log.gz --format json | jq .by_api
       zcat old.log.gz | migrate log report -
     """
-    from migrate import logreport
+    from migrate.audit import report as lib
+    from migrate.audit.parse import input_bytes
+    from migrate.render import render
 
-    with _progress(inputs, "parsing") as on_bytes:
-        result = logreport.build(list(inputs), root=root, on_bytes=on_bytes)
-    emit(_render(logreport, result, fmt, limit), out)
+    with byte_progress(input_bytes(inputs), "parsing") as on_bytes:
+        result = lib.build(list(inputs), root=root, on_bytes=on_bytes)
+    rows = None if limit == 0 else limit
+    rendered = render(
+        fmt,
+        table=lambda: lib.render_table(result, limit=rows),
+        markdown=lambda: lib.render_markdown(result, limit=rows),
+        html=lambda: lib.render_html(result, limit=rows),
+        json_data=lambda: lib.to_json(result),
+    )
+    emit(rendered, out)
 
 
 @log.command()
 @click.argument("before", nargs=1)
 @click.argument("after", nargs=1)
-@format_option
+@format_option()
 @out_option
 @limit_option
 def diff(before: str, after: str, fmt: str, out: str | None, limit: int) -> None:
@@ -152,20 +78,18 @@ def diff(before: str, after: str, fmt: str, out: str | None, limit: int) -> None
       migrate log diff runs/compat/logs runs/minimal/logs
       migrate log diff a.log b.log --format md --out stage-diff.md
     """
-    from migrate import logdiff
+    from migrate.audit import diff as lib
+    from migrate.audit.parse import input_bytes
+    from migrate.render import render
 
-    with _progress((before, after), "parsing") as on_bytes:
-        result = logdiff.diff([before], [after], on_bytes=on_bytes)
-    emit(_render(logdiff, result, fmt, limit), out)
-
-
-def _render(module: Any, result: Any, fmt: str, limit: int) -> str | RenderableType:
-    """Render a report or a diff: both modules have the same three renderers and to_json()."""
+    with byte_progress(input_bytes((before, after)), "parsing") as on_bytes:
+        result = lib.diff([before], [after], on_bytes=on_bytes)
     rows = None if limit == 0 else limit
-    if fmt == "json":
-        return json.dumps(result.to_json(), indent=2) + "\n"
-    if fmt == "md":
-        return module.render_markdown(result, limit=rows)
-    if fmt == "html":
-        return module.render_html(result, limit=rows)
-    return module.render_table(result, limit=rows)
+    rendered = render(
+        fmt,
+        table=lambda: lib.render_table(result, limit=rows),
+        markdown=lambda: lib.render_markdown(result, limit=rows),
+        html=lambda: lib.render_html(result, limit=rows),
+        json_data=lambda: lib.to_json(result),
+    )
+    emit(rendered, out)

@@ -1,8 +1,16 @@
-"""Options shared by the commands that work on a workspace."""
+"""Options shared by several commands (no command module imports another)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
 import click
+
+from migrate.render import FORMATS
+
+F = TypeVar("F", bound=Callable[..., object])
 
 DEFAULT_RECIPE = "stable-diffusion"
 
@@ -25,4 +33,97 @@ force_option = click.option(
     "--force",
     is_flag=True,
     help="Discard uncommitted edits, after saving them under .git/migrate/saved/.",
+)
+
+# ---------------------------------------------------------------------------------------------
+# Running the upstream's script: `migrate smoke` and `migrate run`.
+
+DEVICE_CHOICES = ["auto", "hpu", "cuda", "cpu"]
+
+
+class PassthroughCommand(click.Command):
+    """A command whose arguments after `--` go, unparsed, to the upstream's script."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["passthrough"] = args[cut + 1 :]
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
+def passthrough(ctx: click.Context) -> list[str]:
+    """The arguments given after `--` (empty without one)."""
+    return list(ctx.meta.get("passthrough", []))
+
+
+device_option = click.option(
+    "--device",
+    type=click.Choice(DEVICE_CHOICES),
+    default="auto",
+    show_default=True,
+    help="auto: a Gaudi (real GPU Migration) if present, else CUDA, else the CPU "
+    "(both through the emulator, which logs what GPU Migration would change).",
+)
+model_option = click.option(
+    "--model",
+    default=None,
+    help="Model size from the recipe's [smoke.models] (e.g. tiny, full) "
+    "[default: the recipe's, tiny].",
+)
+ckpt_option = click.option(
+    "--ckpt",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A real checkpoint (used with the real config) [default: the recipe's [checkpoint] "
+    "path in the workspace, when downloaded; else random weights].",
+)
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Seconds before a stage's script is stopped and recorded as failed "
+    "[default: the recipe's].",
+)
+runs_dir_option = click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where run folders go [default: runs/ beside the recipes/ folder].",
+)
+
+# ---------------------------------------------------------------------------------------------
+# Reports: `migrate log`, `migrate scan`, `migrate compare`.
+
+
+def format_option(choices: Sequence[str] = FORMATS) -> Callable[[F], F]:
+    """--format, with the help text for the formats the command offers."""
+    what = {
+        "table": "table: rich tables",
+        "json": "json: stable machine format",
+        "md": "md: for a pull request",
+        "html": "html: one self-contained page",
+    }
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default="table",
+        show_default=True,
+        help="; ".join(what[c] for c in choices) + ".",
+    )
+
+
+out_option = click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the report to this file instead of the terminal.",
+)
+limit_option = click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="Rows per long list in table/md/html (0 = all). JSON is always complete.",
 )

@@ -7,18 +7,18 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from migrate.commands.options import recipe_option, workspace_option
-from migrate.commands.smoke import (
+from migrate.commands.options import (
     PassthroughCommand,
-    StageProgress,
     ckpt_option,
     device_option,
     model_option,
     passthrough,
-    raise_if_failed,
+    recipe_option,
     runs_dir_option,
     timeout_option,
+    workspace_option,
 )
+from migrate.commands.output import StageProgress, print_report, raise_if_failed
 
 
 @click.command(cls=PassthroughCommand)
@@ -96,7 +96,6 @@ def run(
             progress=progress,
         )
     from migrate import compare
-    from migrate.commands.compare import print_report
 
     print_report(Console(highlight=False), compare.load_run(result.run_dir))
     # (the report's notes above already say which stages failed and if weights are random)

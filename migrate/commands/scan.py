@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
-from rich.console import RenderableType
 
-from migrate.commands.log import emit, input_bytes, limit_option, out_option
+from migrate.commands.options import format_option, limit_option, out_option
+from migrate.commands.output import emit
 
 
 @click.command()
@@ -20,14 +18,7 @@ from migrate.commands.log import emit, input_bytes, limit_option, out_option
     help="A GPU Migration log (file, folder, .gz or -) to measure coverage against; "
     "repeat for several.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "md"]),
-    default="table",
-    show_default=True,
-    help="table: rich tables; json: machine format; md: Markdown.",
-)
+@format_option()
 @out_option
 @limit_option
 def scan(path: str, logs: tuple[str, ...], fmt: str, out: str | None, limit: int) -> None:
@@ -44,19 +35,22 @@ def scan(path: str, logs: tuple[str, ...], fmt: str, out: str | None, limit: int
       migrate scan upstream/stable-diffusion --log runs/minimal/gpu_migration_logs/
       migrate scan . --format md --out cuda-usage.md
     """
-    from migrate import logreport
-    from migrate import scan as scanner
+    from migrate.audit import report
+    from migrate.audit import scan as lib
+    from migrate.audit.parse import input_bytes
+    from migrate.render import render
 
     if logs:
         input_bytes(logs)  # fail early, in one line, on a missing log or an empty folder
-    result = scanner.scan(path)
+    result = lib.scan(path)
     if logs:
-        result.coverage = scanner.coverage(result, logreport.build(list(logs), root=path))
+        result.coverage = lib.coverage(result, report.build(list(logs), root=path))
     rows = None if limit == 0 else limit
-    if fmt == "json":
-        rendered: str | RenderableType = json.dumps(result.to_json(), indent=2) + "\n"
-    elif fmt == "md":
-        rendered = scanner.render_markdown(result, limit=rows)
-    else:
-        rendered = scanner.render_table(result, limit=rows)
+    rendered = render(
+        fmt,
+        table=lambda: lib.render_table(result, limit=rows),
+        markdown=lambda: lib.render_markdown(result, limit=rows),
+        html=lambda: lib.render_html(result, limit=rows),
+        json_data=lambda: lib.to_json(result),
+    )
     emit(rendered, out)

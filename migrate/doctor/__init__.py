@@ -69,7 +69,7 @@ def run_probe(
     python: str, env: Mapping[str, str] | None = None, timeout: float = 600.0
 ) -> dict[str, Any]:
     """Run the probe with `python` against a prepared offline tokenizer; return its facts."""
-    from migrate import tokenizer
+    from migrate.models import tokenizer
 
     base = dict(os.environ if env is None else env)
     with tempfile.TemporaryDirectory(prefix="migrate-doctor-") as tmp:

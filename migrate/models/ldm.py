@@ -4,7 +4,7 @@ tiny: `recipes/stable-diffusion/tiny.yaml`, a small config of the same classes a
 `configs/latent-diffusion/txt2img-1p4B-eval.yaml`; full: that real config. Both get seeded random
 weights, built by `build_ldm.py` in a subprocess (the upstream's packages live in the workspace),
 and cached by (config hash, seed). A given checkpoint is used with the real config as is.
-The BERT tokenizer the model loads by name is served offline (`migrate.tokenizer`).
+The BERT tokenizer the model loads by name is served offline (`migrate.models.tokenizer`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from migrate import tokenizer
 from migrate.errors import BadInput, MigrateError
-from migrate.models import PreparedModel
+from migrate.models import PreparedModel, tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = ROOT / "recipes" / "stable-diffusion" / "tiny.yaml"

@@ -48,14 +48,8 @@ def main():
                 cond = model.encode(opt.n_samples * [opt.prompt])
                 shape = [3, opt.H, opt.W]
                 start_code = torch.randn([opt.n_samples, *shape], device=device)
-                samples = sampler.sample(
-                    S=opt.ddim_steps,
-                    batch_size=opt.n_samples,
-                    shape=shape,
-                    conditioning=cond,
-                    x_T=start_code,
-                    scale=opt.scale,
-                )
+                samples = sampler.sample(S=opt.ddim_steps, batch_size=opt.n_samples, shape=shape,
+                                         conditioning=cond, x_T=start_code, scale=opt.scale)
                 images = to_uint8(samples.float())
                 for image in images:
                     Image.fromarray(image).save(os.path.join(sample_path, f"{base_count:05}.png"))

@@ -434,6 +434,19 @@ def expand_inputs(inputs: str | Path | Iterable[str | Path]) -> list[str]:
     return files
 
 
+def input_bytes(inputs: Iterable[str | Path]) -> int | None:
+    """Total size to read (None when stdin is among them); an input without logs is bad input."""
+    files: list[str] = []
+    for item in inputs:
+        found = expand_inputs([item])
+        if not found:
+            raise BadInput(f"no log files (*.log, *.log.gz) under {item}")
+        files += found
+    if STDIN in files:
+        return None
+    return sum(Path(f).stat().st_size for f in files)
+
+
 def _open_decompressed(raw: BinaryIO) -> BinaryIO:
     """Wrap `raw` in a gzip reader when it starts with the gzip magic bytes."""
     peek = getattr(raw, "peek", None)

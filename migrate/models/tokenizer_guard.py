@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from migrate.importhook import when_imported
-from migrate.tokenizer import ENV_NAME, ENV_SHA256, check_loaded
+from migrate.models.tokenizer import ENV_NAME, ENV_SHA256, check_loaded
 
 WATCHED = "transformers.tokenization_utils_base"
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_logparse import REC1, REC2, REC3, write
+from test_audit_parse import REC1, REC2, REC3, write
 
-from migrate import logdiff
+from migrate.audit import diff as logdiff
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from test_logparse import REC1, REC2, REC3, write
+from test_audit_parse import REC1, REC2, REC3, write
 
-from migrate import logreport
+from migrate.audit import report as logreport
 
 ROOT = Path(__file__).resolve().parent.parent
 

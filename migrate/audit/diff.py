@@ -26,7 +26,6 @@ Only differences are listed; ``unchanged`` counts the rest.
 
 from __future__ import annotations
 
-import html
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from migrate.logreport import Report, build
+from migrate.audit.report import Report, build
+from migrate.render import h, html_page, md_code, md_table
 
 SCHEMA = 1
 _STYLE = {"added": "green", "removed": "red", "changed": "yellow", "moved": "cyan"}
@@ -304,23 +304,8 @@ def render_table(d: LogDiff, limit: int | None = 30) -> RenderableType:
     return Group(*parts)
 
 
-def _md(text: str) -> str:
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
-
-
 def _md_table(headers: Sequence[str], rows: list[list[str]], limit: int | None) -> list[str]:
-    shown = rows if limit is None else rows[:limit]
-    out = [
-        "| " + " | ".join(headers) + " |",
-        "|"
-        + "|".join("---:" if h in ("before", "after", "delta") else "---" for h in headers)
-        + "|",
-    ]
-    out += ["| " + " | ".join(r) + " |" for r in shown]
-    if len(shown) < len(rows):
-        out += ["", f"_{len(rows) - len(shown)} more not shown (see --format json)._"]
-    return out + [""]
+    return [*md_table(headers, rows, right=("before", "after", "delta"), limit=limit), ""]
 
 
 def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
@@ -333,7 +318,7 @@ def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
                 *_md_table(
                     [label, "before", "after", "delta", "status"],
                     [
-                        [_md(c.key), str(c.before), str(c.after), _signed(c.delta), c.status]
+                        [md_code(c.key), str(c.before), str(c.after), _signed(c.delta), c.status]
                         for c in changes
                     ],
                     limit,
@@ -347,12 +332,12 @@ def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
                 ["file:line", "API", "before", "after", "status", "context"],
                 [
                     [
-                        _md(s.where),
-                        _md(s.api),
+                        md_code(s.where),
+                        md_code(s.api),
                         str(s.before),
                         str(s.after),
                         s.status,
-                        _md(s.context.strip()) if s.context and s.context.strip() else "",
+                        md_code(s.context.strip()) if s.context and s.context.strip() else "",
                     ]
                     for s in d.sites
                 ],
@@ -366,11 +351,6 @@ def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
 
 def render_html(d: LogDiff, limit: int | None = 200) -> str:
     """One self-contained page (inline CSS only)."""
-    from migrate.logreport import _CSS
-
-    def h(text: str | None) -> str:
-        return html.escape(text or "", quote=True)
-
     colors = {"added": "#ecfdf3", "removed": "#fef3f2", "changed": "#fffaeb", "moved": "#eff8ff"}
     body = ["<h1>GPU Migration log diff</h1>", f"<p>{h(_summary(d))}</p>"]
     for title, changes in (("Tags", d.tags), ("APIs", d.apis)):
@@ -400,9 +380,9 @@ def render_html(d: LogDiff, limit: int | None = 200) -> str:
             "<th>before</th><th>after</th><th>status</th><th>context</th></tr>"
             f"{rows}</table>"
         )
-    return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        f"<title>GPU Migration log diff</title><style>{_CSS}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
-    )
+    return html_page("GPU Migration log diff", "\n".join(body))
+
+
+def to_json(d: LogDiff) -> dict:
+    """The stable machine format (what `--format json` prints)."""
+    return d.to_json()

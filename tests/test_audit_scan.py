@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_logparse import write
+from test_audit_parse import write
 
-from migrate import logreport
-from migrate.scan import coverage, render_markdown, render_table, scan
+from migrate.audit import report as logreport
+from migrate.audit.scan import coverage, render_markdown, render_table, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_logparse import REC1, REC2, REC3, write
+from test_audit_parse import REC1, REC2, REC3, write
 
-from migrate import logparse, logreport
-from migrate.logparse import Malformed, Tallied, TallyKey
+from migrate.audit import parse as logparse
+from migrate.audit import report as logreport
+from migrate.audit.parse import Malformed, Tallied, TallyKey
 
 
 def reference(inputs: list[Path] | Path | str) -> tuple[dict[TallyKey, Tallied], list[Malformed]]:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from migrate import logparse
+from migrate.audit import parse as logparse
+from migrate.audit.parse import Malformed, Record, origin, parse, split_call
 from migrate.errors import BadInput
-from migrate.logparse import Malformed, Record, origin, parse, split_call
 
 REC1 = (
     "[2024-01-02 10:00:00] train.py:12\n"

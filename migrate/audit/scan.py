@@ -39,9 +39,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from migrate.audit.parse import Malformed
+from migrate.audit.report import CallSite, Report, clip, ordered_counts
 from migrate.errors import BadInput
-from migrate.logparse import Malformed
-from migrate.logreport import CallSite, Report, clip, ordered_counts
+from migrate.render import h, html_page, html_table, md_code, md_table
 
 SCHEMA = 1
 SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "site-packages", "node_modules", ".tox"}
@@ -499,85 +500,155 @@ def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
     return Group(*parts)
 
 
-def _md(text: str) -> str:
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
+# A section: (heading level, title, intro text, headers, rows of (text, is_code) cells).
+_Cell = tuple[str, bool]
+_Section = tuple[int, str, str, list[str], list[list[_Cell]]]
+_RIGHT = ("count", "records")
+
+
+def _sections(result: ScanResult) -> list[_Section]:
+    """The report's tables as plain text, rendered by both the Markdown and the HTML renderer."""
+
+    def code(text: str) -> _Cell:
+        return (text, True)
+
+    def plain(text: str) -> _Cell:
+        return (text, False)
+
+    out: list[_Section] = [
+        (
+            3,
+            "By kind",
+            "",
+            ["kind", "count"],
+            [[plain(k), plain(str(n))] for k, n in result.by_kind().items()],
+        ),
+        (
+            3,
+            "By API",
+            "",
+            ["API", "count"],
+            [[code(k), plain(str(n))] for k, n in result.by_api().items()],
+        ),
+    ]
+    cov = result.coverage
+    if cov is None:
+        out.append(
+            (
+                3,
+                "Findings",
+                "",
+                ["file:line", "kind", "API", "code"],
+                [
+                    [code(f"{f.path}:{f.line}"), plain(f.kind), code(f.api), code(f.code)]
+                    for f in result.findings
+                ],
+            )
+        )
+    else:
+        s = cov.to_json()["summary"]
+        out.append(
+            (
+                3,
+                "Coverage",
+                f"{s['exercised']} of {s['static_sites']} static sites exercised by "
+                f"{cov.records} records, {s['never_ran']} never ran, {s['unexplained_sites']} "
+                "runtime call sites not explained by a static site.",
+                [],
+                [],
+            )
+        )
+        out.append(
+            (
+                4,
+                "Exercised",
+                "",
+                ["file:line", "kind", "API", "records"],
+                [
+                    [code(f"{f.path}:{f.line}"), plain(f.kind), code(f.api), plain(str(n))]
+                    for f, n in cov.exercised
+                ],
+            )
+        )
+        out.append(
+            (
+                4,
+                "Never ran",
+                "",
+                ["file:line", "kind", "API", "code"],
+                [
+                    [code(f"{f.path}:{f.line}"), plain(f.kind), code(f.api), code(f.code)]
+                    for f in cov.never_ran
+                ],
+            )
+        )
+        if cov.unexplained:
+            out.append(
+                (
+                    4,
+                    "Runtime call sites no static site explains",
+                    "",
+                    ["file:line", "where", "records", "API"],
+                    [
+                        [
+                            code(f"{c.path}:{c.line}"),
+                            plain("in tree" if t else c.origin),
+                            plain(str(c.count)),
+                            code(", ".join(c.apis)),
+                        ]
+                        for c, t in cov.unexplained
+                    ],
+                )
+            )
+    if result.errors:
+        out.append(
+            (
+                3,
+                "Files not scanned",
+                "",
+                ["file:line", "reason"],
+                [[code(f"{e.path}:{e.line}"), plain(e.reason)] for e in result.errors],
+            )
+        )
+    return out
+
+
+def _headline(result: ScanResult) -> str:
+    return (
+        f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
+        f"{len(result.files)} Python files under "
+    )
 
 
 def render_markdown(result: ScanResult, limit: int | None = 50) -> str:
     """Markdown for a pull request or an issue."""
-    out = [
-        "## CUDA usage scan",
-        "",
-        f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
-        f"{len(result.files)} Python files under `{result.root}`.",
-        "",
-    ]
-
-    def table(headers: list[str], rows: list[list[str]]) -> None:
-        shown = rows if limit is None else rows[:limit]
-        out.extend(
-            [
-                "| " + " | ".join(headers) + " |",
-                "|"
-                + "|".join("---:" if h in ("count", "records") else "---" for h in headers)
-                + "|",
-            ]
-        )
-        out.extend("| " + " | ".join(r) + " |" for r in shown)
-        if len(shown) < len(rows):
-            out.extend(["", f"_{len(rows) - len(shown)} more not shown (see --format json)._"])
-        out.append("")
-
-    out += ["### By kind", ""]
-    table(["kind", "count"], [[k, str(n)] for k, n in result.by_kind().items()])
-    out += ["### By API", ""]
-    table(["API", "count"], [[_md(k), str(n)] for k, n in result.by_api().items()])
-    cov = result.coverage
-    if cov is None:
-        out += ["### Findings", ""]
-        table(
-            ["file:line", "kind", "API", "code"],
-            [[_md(f"{f.path}:{f.line}"), f.kind, _md(f.api), _md(f.code)] for f in result.findings],
-        )
-    else:
-        s = cov.to_json()["summary"]
-        out += [
-            "### Coverage",
-            "",
-            f"{s['exercised']} of {s['static_sites']} static sites exercised by "
-            f"{cov.records} records, {s['never_ran']} never ran, {s['unexplained_sites']} "
-            "runtime call sites not explained by a static site.",
-            "",
-            "#### Exercised",
-            "",
-        ]
-        table(
-            ["file:line", "kind", "API", "records"],
-            [[_md(f"{f.path}:{f.line}"), f.kind, _md(f.api), str(n)] for f, n in cov.exercised],
-        )
-        out += ["#### Never ran", ""]
-        table(
-            ["file:line", "kind", "API", "code"],
-            [[_md(f"{f.path}:{f.line}"), f.kind, _md(f.api), _md(f.code)] for f in cov.never_ran],
-        )
-        if cov.unexplained:
-            out += ["#### Runtime call sites no static site explains", ""]
-            table(
-                ["file:line", "where", "records", "API"],
-                [
-                    [
-                        _md(f"{s.path}:{s.line}"),
-                        "in tree" if t else s.origin,
-                        str(s.count),
-                        _md(", ".join(s.apis)),
-                    ]
-                    for s, t in cov.unexplained
-                ],
-            )
-    if result.errors:
-        out += ["### Files not scanned", ""]
-        table(
-            ["file:line", "reason"], [[_md(f"{e.path}:{e.line}"), e.reason] for e in result.errors]
-        )
+    out = ["## CUDA usage scan", "", _headline(result) + f"`{result.root}`.", ""]
+    for level, title, intro, headers, rows in _sections(result):
+        out += ["#" * level + " " + title, ""]
+        if intro:
+            out += [intro, ""]
+        if headers:
+            cells = [[md_code(t) if is_code else t for t, is_code in row] for row in rows]
+            out += [*md_table(headers, cells, right=_RIGHT, limit=limit), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def render_html(result: ScanResult, limit: int | None = 200) -> str:
+    """One self-contained page with the same sections as the Markdown."""
+    body = ["<h1>CUDA usage scan</h1>", f"<p>{h(_headline(result) + str(result.root))}.</p>"]
+    for level, title, intro, headers, rows in _sections(result):
+        body.append(f"<h{level - 1}>{h(title)}</h{level - 1}>")
+        if intro:
+            body.append(f"<p>{h(intro)}</p>")
+        if headers:
+            body.append(
+                html_table(
+                    headers, [[t for t, _ in row] for row in rows], right=_RIGHT, limit=limit
+                )
+            )
+    return html_page("CUDA usage scan", "\n".join(body))
+
+
+def to_json(result: ScanResult) -> dict:
+    """The machine format (what `--format json` prints)."""
+    return result.to_json()

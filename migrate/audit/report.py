@@ -36,7 +36,6 @@ Count objects are ordered by count (descending), then key, so the output is dete
 
 from __future__ import annotations
 
-import html
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -48,7 +47,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from migrate.logparse import (
+from migrate.audit.parse import (
     Malformed,
     Record,
     expand_inputs,
@@ -56,6 +55,7 @@ from migrate.logparse import (
     split_rest,
     tally_fields,
 )
+from migrate.render import h, html_page, md_cell, md_code, md_table
 
 SCHEMA = 1
 MALFORMED_KEPT = 1000  # listed in full up to this many; the total is always exact
@@ -417,22 +417,8 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
     return Group(*parts)
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _md_code(text: str) -> str:
-    text = _md_cell(text)
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
-
-
 def _md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    out = [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join("---:" if h == "count" else "---" for h in headers) + "|",
-    ]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out
+    return md_table(headers, list(rows), right=("count",))
 
 
 def render_markdown(report: Report, limit: int | None = 30) -> str:
@@ -449,7 +435,7 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
         "",
         *_md_table(
             ["tag", "count"],
-            ([_md_code(k), str(n)] for k, n in ordered_counts(report.by_tag).items()),
+            ([md_code(k), str(n)] for k, n in ordered_counts(report.by_tag).items()),
         ),
         "",
         "### By origin",
@@ -469,14 +455,14 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
     lines += [
         "### By API",
         "",
-        *_md_table(["API", "count"], ([_md_code(k), str(n)] for k, n in apis)),
+        *_md_table(["API", "count"], ([md_code(k), str(n)] for k, n in apis)),
         more,
     ]
     files, more = capped(list(ordered_counts(report.by_file).items()))
     lines += [
         "### By file",
         "",
-        *_md_table(["file", "count"], ([_md_code(k), str(n)] for k, n in files)),
+        *_md_table(["file", "count"], ([md_code(k), str(n)] for k, n in files)),
         more,
     ]
     sites = _top_sites(report, None)
@@ -488,11 +474,11 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
             ["file:line", "origin", "count", "API", "context"],
             (
                 [
-                    _md_code(f"{s.path}:{s.line}"),
+                    md_code(f"{s.path}:{s.line}"),
                     s.origin,
                     str(s.count),
-                    _md_code(_apis_text(s)),
-                    _md_code(clip(s.context, 80)) if s.context else "",
+                    md_code(_apis_text(s)),
+                    md_code(clip(s.context, 80)) if s.context else "",
                 ]
                 for s in sites
             ),
@@ -507,9 +493,9 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
                 ["file:line", "call", "replaced by", "count"],
                 (
                     [
-                        _md_code(f"{m.path}:{m.line}"),
-                        _md_code(f"{m.api}({clip(m.args, 60)})"),
-                        _md_code(m.replacement),
+                        md_code(f"{m.path}:{m.line}"),
+                        md_code(f"{m.api}({clip(m.args, 60)})"),
+                        md_code(m.replacement),
                         str(m.count),
                     ]
                     for _, m in sorted(report.mismatches.items())
@@ -525,10 +511,10 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
                 ["API", "replacement", "count", "sites"],
                 (
                     [
-                        _md_code(f.api),
-                        _md_cell(f.replacement),
+                        md_code(f.api),
+                        md_cell(f.replacement),
                         str(f.count),
-                        ", ".join(_md_code(s) for s in f.sites[:5]),
+                        ", ".join(md_code(s) for s in f.sites[:5]),
                     ]
                     for _, f in sorted(report.free_text.items())
                 ),
@@ -542,45 +528,24 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
             "",
             *_md_table(
                 ["log:line", "reason"],
-                ([_md_code(f"{m.path}:{m.line}"), _md_cell(m.reason)] for m in shown),
+                ([md_code(f"{m.path}:{m.line}"), md_cell(m.reason)] for m in shown),
             ),
             more,
         ]
     return "\n".join(lines).rstrip() + "\n"
 
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
-max-width:1200px;padding:0 1rem;color:#1d2430;background:#fff}
-h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;
-border-bottom:1px solid #dde3ea;padding-bottom:.3rem}
-.summary{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}
-.card{border:1px solid #dde3ea;border-radius:8px;padding:.6rem 1rem;min-width:8rem}
-.card b{display:block;font-size:1.4rem}.bad b{color:#b42318}.warn b{color:#b54708}
-table{border-collapse:collapse;width:100%;margin:.5rem 0}
-th,td{border-bottom:1px solid #eef1f4;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa;position:sticky;top:0}td.n{text-align:right;font-variant-numeric:tabular-nums}
-code{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace;word-break:break-all}
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:2rem}.muted{color:#667085}
-tr.mis td{background:#fef3f2}
-"""
-
-
-def _h(text: str | None) -> str:
-    return html.escape(text or "", quote=True)
-
-
 def _html_counts(title: str, counter: Counter[str], label: str, limit: int | None) -> str:
     items = list(ordered_counts(counter).items())
     shown = items if limit is None else items[:limit]
-    rows = "".join(f"<tr><td><code>{_h(k)}</code></td><td class=n>{n}</td></tr>" for k, n in shown)
+    rows = "".join(f"<tr><td><code>{h(k)}</code></td><td class=n>{n}</td></tr>" for k, n in shown)
     more = (
         f"<p class=muted>{len(items) - len(shown)} more not shown.</p>"
         if len(shown) < len(items)
         else ""
     )
     return (
-        f"<section><h2>{_h(title)}</h2><table><tr><th>{_h(label)}</th>"
+        f"<section><h2>{h(title)}</h2><table><tr><th>{h(label)}</th>"
         f"<th>count</th></tr>{rows}</table>{more}</section>"
     )
 
@@ -597,11 +562,11 @@ def render_html(report: Report, limit: int | None = 200) -> str:
     ]
     body = [
         "<h1>GPU Migration log report</h1>",
-        f"<p class=muted>Inputs: {_h(', '.join(report.inputs))}"
-        + (f" · root: {_h(report.root)}" if report.root else "")
+        f"<p class=muted>Inputs: {h(', '.join(report.inputs))}"
+        + (f" · root: {h(report.root)}" if report.root else "")
         + "</p>",
         "<div class=summary>"
-        + "".join(f"<div class='card {cls}'><b>{n}</b>{_h(label)}</div>" for label, n, cls in cards)
+        + "".join(f"<div class='card {cls}'><b>{n}</b>{h(label)}</div>" for label, n, cls in cards)
         + "</div>",
     ]
     body.append(
@@ -612,9 +577,9 @@ def render_html(report: Report, limit: int | None = 200) -> str:
     )
     if report.mismatches:
         rows = "".join(
-            f"<tr class=mis><td><code>{_h(m.path)}:{m.line}</code></td>"
-            f"<td><code>{_h(m.api)}({_h(clip(m.args, 120))})</code></td>"
-            f"<td><code>{_h(m.replacement)}</code></td><td><code>{_h(clip(m.context))}"
+            f"<tr class=mis><td><code>{h(m.path)}:{m.line}</code></td>"
+            f"<td><code>{h(m.api)}({h(clip(m.args, 120))})</code></td>"
+            f"<td><code>{h(m.replacement)}</code></td><td><code>{h(clip(m.context))}"
             f"</code></td><td class=n>{m.count}</td></tr>"
             for _, m in sorted(report.mismatches.items())
         )
@@ -625,9 +590,9 @@ def render_html(report: Report, limit: int | None = 200) -> str:
         )
     if report.free_text:
         rows = "".join(
-            f"<tr><td><code>{_h(f.api)}</code></td><td>{_h(f.replacement)}</td>"
+            f"<tr><td><code>{h(f.api)}</code></td><td>{h(f.replacement)}</td>"
             f"<td class=n>{f.count}</td><td>"
-            + ", ".join(f"<code>{_h(s)}</code>" for s in f.sites)
+            + ", ".join(f"<code>{h(s)}</code>" for s in f.sites)
             + "</td></tr>"
             for _, f in sorted(report.free_text.items())
         )
@@ -640,9 +605,9 @@ def render_html(report: Report, limit: int | None = 200) -> str:
     body.append(_html_counts("By file", report.by_file, "file", limit))
     sites = _top_sites(report, limit)
     rows = "".join(
-        f"<tr><td><code>{_h(s.path)}:{s.line}</code></td><td>{_h(s.origin)}</td>"
-        f"<td class=n>{s.count}</td><td><code>{_h(_apis_text(s))}</code></td>"
-        f"<td><code>{_h(clip(s.context, 100))}</code></td></tr>"
+        f"<tr><td><code>{h(s.path)}:{s.line}</code></td><td>{h(s.origin)}</td>"
+        f"<td class=n>{s.count}</td><td><code>{h(_apis_text(s))}</code></td>"
+        f"<td><code>{h(clip(s.context, 100))}</code></td></tr>"
         for s in sites
     )
     more = (
@@ -657,17 +622,16 @@ def render_html(report: Report, limit: int | None = 200) -> str:
     if report.malformed_total:
         shown = report.malformed if limit is None else report.malformed[:limit]
         rows = "".join(
-            f"<tr><td><code>{_h(m.path)}:{m.line}</code></td><td>{_h(m.reason)}</td></tr>"
+            f"<tr><td><code>{h(m.path)}:{m.line}</code></td><td>{h(m.reason)}</td></tr>"
             for m in shown
         )
         body.append(
             f"<section><h2>Malformed lines ({report.malformed_total})</h2><table>"
             f"<tr><th>log:line</th><th>reason</th></tr>{rows}</table></section>"
         )
-    return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        "<meta name=viewport content='width=device-width,initial-scale=1'>"
-        f"<title>GPU Migration log report</title><style>{_CSS}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
-    )
+    return html_page("GPU Migration log report", "\n".join(body))
+
+
+def to_json(report: Report) -> dict:
+    """The stable machine format (what `--format json` prints)."""
+    return report.to_json()

@@ -5,7 +5,7 @@ no hub access, current transformers does not fail: it silently returns a vocabul
 special tokens, so every prompt word becomes `[UNK]`. We therefore write a Hugging Face cache
 (`$HF_HOME/hub/models--bert-base-uncased/{refs/main, snapshots/<rev>/vocab.txt}`) holding a
 generated WordPiece vocabulary, run the child offline, and have a boot module
-(`migrate.tokenizer_guard`) check that what was loaded is exactly this vocabulary.
+(`migrate.models.tokenizer_guard`) check that what was loaded is exactly this vocabulary.
 
 This module never imports transformers or torch: the guard runs at interpreter start.
 """
@@ -27,7 +27,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Environment read by the guard in the child process.
 ENV_NAME = "MIGRATE_TOKENIZER_NAME"
 ENV_SHA256 = "MIGRATE_TOKENIZER_SHA256"
-GUARD_MODULE = "migrate.tokenizer_guard"
+GUARD_MODULE = "migrate.models.tokenizer_guard"
 
 # Words of the seed README's prompts and of common prompts, so that smoke prompts tokenize to words
 # rather than to letter pieces. Anything else still tokenizes (letters and ## pieces are included).
