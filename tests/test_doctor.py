@@ -253,7 +253,7 @@ def fake_gaudi_facts() -> dict[str, Any]:
         [str(FAKE), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
     )
     env["PT_HPU_LAZY_MODE"] = "1"
-    return doctor.run_probe(sys.executable, env)
+    return doctor.run_probe(sys.executable, env, sections=["torch", "habana"])
 
 
 def test_probe_reports_this_interpreter(fake_gaudi_facts: dict[str, Any]) -> None:
@@ -283,7 +283,8 @@ def test_probe_does_not_switch_gpu_migration_on(tmp_path: Path) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(FAKE), str(ROOT)])
     env["FAKE_HABANA_LOG"] = str(log)
-    doctor.run_probe(sys.executable, env)
+    facts = doctor.run_probe(sys.executable, env, sections=["habana"])
+    assert facts["habana"]["import"]["ok"] and "torch" not in facts
     calls = [json.loads(line)["call"] for line in log.read_text().splitlines()]
     assert "gpu_migration.import" not in calls
 
@@ -292,7 +293,7 @@ def test_probe_in_eager_mode_warns(tmp_path: Path) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(FAKE), str(ROOT)])
     env["PT_HPU_LAZY_MODE"] = "0"
-    facts = doctor.run_probe(sys.executable, env)
+    facts = doctor.run_probe(sys.executable, env, sections=["habana"])
     assert facts["habana"]["is_lazy"] == ok(False)
     line = by_name(checks.gaudi_checks(facts, env))["lazy mode"]
     assert line.status == doctor.WARNING and "PT_HPU_LAZY_MODE=0" in line.summary

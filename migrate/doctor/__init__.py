@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,9 +66,14 @@ class Diagnosis:
 
 
 def run_probe(
-    python: str, env: Mapping[str, str] | None = None, timeout: float = 600.0
+    python: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+    sections: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run the probe with `python` against a prepared offline tokenizer; return its facts."""
+    """Run the probe with `python` against a prepared offline tokenizer; return its facts.
+
+    `sections` limits what is probed (probe.SECTIONS; default all)."""
     from migrate.models import tokenizer
 
     base = dict(os.environ if env is None else env)
@@ -79,7 +84,7 @@ def run_probe(
         child_env = {**base, **prepared.env(), "PYTHONDONTWRITEBYTECODE": "1"}
         try:
             done = subprocess.run(
-                [python, str(PROBE), prepared.sha256, str(empty)],
+                [python, str(PROBE), prepared.sha256, str(empty), ",".join(sections)],
                 capture_output=True,
                 text=True,
                 env=child_env,

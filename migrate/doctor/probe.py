@@ -1,6 +1,7 @@
 """Facts about one Python environment, gathered in that environment and printed as JSON.
 
-Run by `migrate.doctor` as `PYTHON probe.py [HF_HOME-prepared EXPECTED_SHA256 EMPTY_CACHE]`
+Run by `migrate.doctor` as `PYTHON probe.py EXPECTED_SHA256 EMPTY_CACHE [SECTION,...]` (HF_HOME
+naming a tokenizer cache migrate prepared, whose vocabulary has EXPECTED_SHA256)
 with the interpreter the smoke runs will use, so the answers are about that interpreter's
 packages, not migrate's. It imports nothing from migrate (any interpreter with or without
 migrate works) and only observes: every question is answered by doing what the job does
@@ -240,9 +241,13 @@ def probe_imports() -> dict[str, Any]:
     }
 
 
+SECTIONS = ("torch", "habana", "imports", "lightning", "transformers")
+
+
 def main(argv: list[str]) -> None:
     prepared_sha256 = argv[1] if len(argv) > 1 else ""
     empty_cache = argv[2] if len(argv) > 2 else ""
+    wanted = set(argv[3].split(",")) if len(argv) > 3 and argv[3] else set(SECTIONS)
     facts: dict[str, Any] = {
         "python": {"version": platform.python_version(), "executable": sys.executable},
         "distributions": distributions(),
@@ -254,6 +259,8 @@ def main(argv: list[str]) -> None:
         ("lightning", probe_lightning),
         ("transformers", lambda: probe_transformers(prepared_sha256, empty_cache)),
     ):
+        if name not in wanted:
+            continue
         try:
             facts[name] = fn()
         except BaseException:  # noqa: BLE001 - report, and keep probing the rest
