@@ -12,8 +12,6 @@ import os
 import sys
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from migrate import __version__
 from migrate.errors import MigrateError
@@ -35,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "compare": "migrate.commands.compare:compare",
     "run": "migrate.commands.run:run",
     "checkpoint": "migrate.commands.checkpoint:checkpoint",
+    "constraints": "migrate.commands.constraints:constraints",
     "doctor": "migrate.commands.doctor:doctor",
 }
 
@@ -87,11 +86,11 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:] or os.environ.get("MIGRATE_DEBUG") not in (None, "", "0")
     try:
         # Without standalone mode click returns ctx.exit(n)'s code instead of exiting.
-        code = cli.main(standalone_mode=False)
+        code = cli.main(prog_name="migrate", standalone_mode=False)
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except click.exceptions.Abort:
-        Console(stderr=True).print("[red]aborted[/red]")
+        click.secho("aborted", fg="red", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -101,11 +100,9 @@ def main() -> None:
     except MigrateError as exc:
         if debug:
             raise
-        # soft_wrap: the message stays one line when piped; escape: messages quote code.
-        Console(stderr=True, highlight=False, soft_wrap=True).print(
-            f"[bold red]error:[/bold red] {escape(str(exc))}"
-        )
+        # One line, never wrapped; click, not rich: start-up time is paid by every command.
+        click.echo(f"{click.style('error:', fg='red', bold=True)} {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        Console(stderr=True).print("[red]interrupted[/red]")
+        click.secho("interrupted", fg="red", err=True)
         sys.exit(130)

@@ -3,7 +3,9 @@
 A recipe is data (`recipes/<name>.toml`), validated on load so that a typo fails at once
 with one line naming the file and the key, not halfway through a stage. The project root
 is the recipe file's folder's parent: patches live in `<root>/patches/<recipe>/` and the
-default workspace is `<root>/upstream/<recipe>/`.
+default workspace is `<home>/upstream/<recipe>/`, where home is the root, or the current
+directory for the recipes shipped inside an installed wheel (`migrate.locations`). A name is
+looked up in `./recipes/` first, then in the shipped recipes.
 
 Example::
 
@@ -22,19 +24,15 @@ Example::
 from __future__ import annotations
 
 import re
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10 (Habana's images): the same parser, as tomli
-    import tomli as tomllib  # type: ignore[no-redef]
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migrate import locations, toml
 from migrate.errors import RecipeError
 
-# The repository this package lives in: where the shipped recipes are.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The repository this package lives in, or the installed package's data folder.
+PROJECT_ROOT = locations.shipped()
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 # Stage names become git tags (stage/<name>) and file names: keep them plain.
@@ -76,8 +74,13 @@ class Recipe:
     description: str = ""
 
     @property
+    def home(self) -> Path:
+        """Where `upstream/` and `runs/` go by default (the current directory for a wheel's)."""
+        return locations.home_for(self.root)
+
+    @property
     def default_workspace(self) -> Path:
-        return self.root / "upstream" / self.name
+        return self.home / "upstream" / self.name
 
     @property
     def patch_dir(self) -> Path:
@@ -96,17 +99,32 @@ class Recipe:
         return self.stages.index(self.stage(name))
 
 
-def resolve(name_or_path: str | Path, root: Path = PROJECT_ROOT) -> Path:
-    """A recipe name (`stable-diffusion`) or a path to a .toml file -> the file's path."""
+def resolve(name_or_path: str | Path, root: Path | None = None) -> Path:
+    """A recipe name (`stable-diffusion`) or a path to a .toml file -> the file's path.
+
+    A name is looked up in `root/recipes/` when given, else in ./recipes/ then the shipped
+    recipes (the first that has it); an unknown name maps to the shipped folder.
+    """
     text = str(name_or_path)
     if text.endswith(".toml") or "/" in text or "\\" in text:
         return Path(text).expanduser().resolve()
-    return root / "recipes" / f"{text}.toml"
+    if root is not None:
+        return root / "recipes" / f"{text}.toml"
+    for folder in locations.recipe_dirs():
+        if (folder / f"{text}.toml").is_file():
+            return folder / f"{text}.toml"
+    return PROJECT_ROOT / "recipes" / f"{text}.toml"
 
 
-def available(root: Path = PROJECT_ROOT) -> list[Path]:
-    """The recipe files shipped in `root/recipes/`, sorted by name."""
-    return sorted((root / "recipes").glob("*.toml"))
+def available(root: Path | None = None) -> list[Path]:
+    """The recipe files by name, sorted: `root/recipes/`, else ./recipes/ over the shipped ones."""
+    if root is not None:
+        return sorted((root / "recipes").glob("*.toml"))
+    found: dict[str, Path] = {}
+    for folder in locations.recipe_dirs():
+        for path in folder.glob("*.toml"):
+            found.setdefault(path.stem, path)
+    return [found[name] for name in sorted(found)]
 
 
 def load_recipe(name_or_path: str | Path, *, check_patches: bool = True) -> Recipe:
@@ -120,8 +138,8 @@ def load_recipe(name_or_path: str | Path, *, check_patches: bool = True) -> Reci
         known = ", ".join(p.stem for p in available()) or "none"
         raise RecipeError(f"{path}: no such recipe file (shipped recipes: {known})")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = toml.loads(path.read_text(encoding="utf-8"))
+    except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from exc
     return _validate(path, data, check_patches)
 

@@ -11,8 +11,10 @@ from migrate.commands.options import (
     PassthroughCommand,
     ckpt_option,
     device_option,
+    interpreter,
     model_option,
     passthrough,
+    python_option,
     recipe_option,
     runs_dir_option,
     timeout_option,
@@ -43,6 +45,7 @@ from migrate.commands.output import StageProgress, print_report, raise_if_failed
 @click.option("--run-id", default=None, help="Name of the run folder [default: UTC time].")
 @timeout_option
 @runs_dir_option
+@python_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -57,6 +60,7 @@ def run(
     run_id: str | None,
     timeout: float | None,
     runs_dir: Path | None,
+    python: str | None,
 ) -> None:
     """Fetch the upstream, then apply and smoke every stage, then compare them.
 
@@ -82,12 +86,14 @@ def run(
     options = pipeline.RunOptions(
         device=device, model=model, ckpt=ckpt, extra_args=passthrough(ctx), timeout=timeout
     )
+    if python is not None:
+        options.python = interpreter(python)
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:
         result = pipeline.run(
             loaded,
             ws,
-            runs_dir or loaded.root / "runs",
+            runs_dir or loaded.home / "runs",
             options,
             through=through,
             source=source,

@@ -11,8 +11,10 @@ from migrate.commands.options import (
     PassthroughCommand,
     ckpt_option,
     device_option,
+    interpreter,
     model_option,
     passthrough,
+    python_option,
     recipe_option,
     runs_dir_option,
     timeout_option,
@@ -30,6 +32,7 @@ from migrate.commands.output import StageProgress, raise_if_failed, report_resul
 @ckpt_option
 @timeout_option
 @runs_dir_option
+@python_option
 @click.option(
     "--run-id",
     default=None,
@@ -46,6 +49,7 @@ def smoke(
     ckpt: Path | None,
     timeout: float | None,
     runs_dir: Path | None,
+    python: str | None,
     run_id: str | None,
 ) -> None:
     """Run the upstream's script at STAGE (default: where the workspace is) and measure it.
@@ -70,12 +74,14 @@ def smoke(
     options = pipeline.RunOptions(
         device=device, model=model, ckpt=ckpt, extra_args=passthrough(ctx), timeout=timeout
     )
+    if python is not None:
+        options.python = interpreter(python)
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:
         result = pipeline.smoke(
             loaded,
             ws,
-            runs_dir or loaded.root / "runs",
+            runs_dir or loaded.home / "runs",
             options,
             stage=stage,
             run_id=run_id,

@@ -17,8 +17,11 @@ from migrate.doctor.compat import Conflict, conflicts, release
 
 MIN_PYTHON = (3, 10)
 MIN_GIT = (2, 35)
-# The command that installs what the upstream needs (README, "Install").
-SD_INSTALL = "pip install -e '.[sd]'"
+# The command that installs what the upstream needs, keeping the installed torch (README, Install).
+SD_INSTALL = (
+    "python -m migrate.env.constraints -o constraints.txt && "
+    "python -m pip install -c constraints.txt -e '.[sd]'"
+)
 GAUDI_FIX = (
     "run inside Habana's PyTorch container (SynapseAI 1.12 or newer); without it migrate "
     "emulates GPU Migration on the CPU or CUDA"
@@ -61,21 +64,12 @@ def evaluate(
         python_check(facts),
         torch_check(facts),
         numpy_check(facts, found.pop("numpy", None)),
-        torchvision_check(facts),
+        torchvision_check(facts, found.pop("torchvision", None)),
         *imports_checks(facts),
-        lightning_check(facts, versions),
+        lightning_check(facts, found.pop("setuptools", None)),
         transformers_check(facts, found.pop("transformers", None)),
     ]
-    lines += [
-        Check(
-            f"{c.package} with torch",
-            MAIN,
-            MISSING,
-            c.reason,
-            c.fix,
-        )
-        for c in found.values()
-    ]
+    lines += [Check(f"{c.package} version", MAIN, MISSING, c.reason, c.fix) for c in found.values()]
     lines.append(git_check(git))
     lines += gaudi_checks(facts, env)
     lines.append(cuda_check(facts))
@@ -118,7 +112,8 @@ def torch_check(facts: Mapping[str, Any]) -> Check:
         MAIN,
         MISSING,
         f"torch does not import: {_err(result)}",
-        "pip install torch (on a CPU-only machine a CPU build; on Gaudi keep the image's)",
+        "python -m pip install torch (on a CPU-only machine the CPU build, README Install; "
+        "on a Gaudi keep the image's)",
     )
 
 
@@ -141,20 +136,26 @@ def numpy_check(facts: Mapping[str, Any], conflict: Conflict | None) -> Check:
     summary = f"numpy {version or '(not installed)'} fails with torch: {_err(bridge)}"
     if conflict is not None:
         summary = conflict.reason
-    return Check("numpy", MAIN, MISSING, summary, conflict.fix if conflict else "pip install numpy")
+    fix = conflict.fix if conflict else "python -m pip install numpy"
+    return Check("numpy", MAIN, MISSING, summary, fix)
 
 
-def torchvision_check(facts: Mapping[str, Any]) -> Check:
+def torchvision_check(facts: Mapping[str, Any], conflict: Conflict | None) -> Check:
     result = facts.get("imports", {}).get("torchvision")
-    torch = (facts.get("distributions") or {}).get("torch")
     if _ok(result):
+        if conflict is not None:
+            return Check(
+                "torchvision",
+                MAIN,
+                WARNING,
+                f"torchvision {result['value']} imports, but the table says: {conflict.reason}",
+                conflict.fix,
+            )
         return Check("torchvision", MAIN, OK, f"torchvision {result['value']}")
-    fix = SD_INSTALL
-    rel = release(torch or "")
-    if rel[:1] == (2,) and len(rel) >= 2:
-        # torchvision 0.(15+n) goes with torch 2.n
-        fix = f"pip install 'torchvision==0.{rel[1] + 15}.*' (the release built for torch {torch})"
-    return Check("torchvision", MAIN, MISSING, f"torchvision does not import: {_err(result)}", fix)
+    summary = f"torchvision does not import: {_err(result)}"
+    if conflict is not None:
+        summary = f"{summary}; {conflict.reason}"
+    return Check("torchvision", MAIN, MISSING, summary, conflict.fix if conflict else SD_INSTALL)
 
 
 def imports_checks(facts: Mapping[str, Any]) -> list[Check]:
@@ -195,7 +196,7 @@ def imports_checks(facts: Mapping[str, Any]) -> list[Check]:
             )
         )
     else:
-        fix = "pip install taming-transformers-rom1504==0.0.6"
+        fix = "python -m pip install taming-transformers-rom1504==0.0.6"
         if versions.get("taming-transformers"):
             fix = "pip uninstall -y taming-transformers && " + fix
         lines.append(
@@ -210,15 +211,17 @@ def imports_checks(facts: Mapping[str, Any]) -> list[Check]:
     return lines
 
 
-def lightning_check(facts: Mapping[str, Any], versions: Mapping[str, str | None]) -> Check:
-    """Where `rank_zero_only` lives decides whether the pinned commit imports as it is."""
+def lightning_check(facts: Mapping[str, Any], setuptools: Conflict | None) -> Check:
+    """Where `rank_zero_only` lives decides whether the pinned commit imports as it is.
+
+    `setuptools`: the table's conflict for lightning 1.x (it imports pkg_resources)."""
     light = facts.get("lightning", {})
     result = light.get("import")
     if not _ok(result):
         error = _err(result)
-        fix = SD_INSTALL
-        if "pkg_resources" in error:
-            fix = "pip install 'setuptools<81' (pytorch-lightning < 2 imports pkg_resources)"
+        fix = setuptools.fix if setuptools else SD_INSTALL
+        if "pkg_resources" in error and setuptools is None:
+            fix = "python -m pip install 'setuptools<81' (pytorch-lightning 1.x imports it)"
         return Check("pytorch-lightning", MAIN, MISSING, f"does not import: {error}", fix)
     version = result["value"]
     new, old = _ok(light.get("rank_zero")), _ok(light.get("distributed"))
@@ -238,7 +241,15 @@ def lightning_check(facts: Mapping[str, Any], versions: Mapping[str, str | None]
             MAIN,
             MISSING,
             f"pytorch-lightning {version} has no rank_zero_only where the upstream looks",
-            "pip install 'pytorch-lightning>=1.6'",
+            "python -m pip install 'pytorch-lightning>=1.6'",
+        )
+    if setuptools is not None:
+        return Check(
+            "pytorch-lightning",
+            MAIN,
+            WARNING,
+            f"pytorch-lightning {version} imports here, but the table says: {setuptools.reason}",
+            setuptools.fix,
         )
     return Check("pytorch-lightning", MAIN, OK, f"pytorch-lightning {version}: {where}")
 
