@@ -2,8 +2,9 @@
 upstream in it, and say whether every stage passed with byte-identical samples.
 
 Each configuration is a Python and a preinstalled torch (standing in for a Gaudi image's own
-build); the `sd` packages are then installed the way the README says, so the versions pip picks
-are the ones a user gets. Per configuration it prints `migrate doctor`, each stage's status and
+build); the `sd` packages are then installed with the README's line (pip constraints made from
+what is installed, `migrate.env.constraints`), so the versions pip picks are the ones a user
+gets. Per configuration it prints `migrate doctor`, each stage's status and
 sample hashes, and one row for the README's tested-configurations table. It makes no speed
 claim (CPU runs on a shared machine): the result is pass/fail and sample identity.
 
@@ -117,40 +118,30 @@ def build_venv(config: Config, venvs: Path, python: str, reuse: bool) -> Path:
 
 
 def install_migrate(config: Config, python: Path) -> None:
-    """The README's install with the sd extra, keeping the preinstalled torch."""
-    pip = [str(python), "-m", "pip"]
+    """The README's install line, run in the checkout with the venv's interpreter:
+
+        python -m migrate.env.constraints -o constraints.txt
+        python -m pip install -c constraints.txt -e '.[sd]'
+
+    The constraints keep the preinstalled torch family and add what goes with it."""
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("\n".join(seed_constraints(python)) + "\n")
+        made = run(
+            [str(python), "-m", "migrate.env.constraints", "-o", str(constraints)],
+            cwd=ROOT,
+            show=False,
+        )
+        must(made, "making the constraints")
+        say("  " + "\n  ".join(constraints.read_text().splitlines()))
         must(
             run(
-                [*pip, "install", "-q", "-c", str(constraints), "-e", f"{ROOT}[sd]", *config.pins],
+                [str(python), "-m", "pip", "install", "-q", "-c", str(constraints), "-e", ".[sd]"]
+                + config.pins,
+                cwd=ROOT,
                 show=False,
             ),
             "installing migrate[sd]",
         )
-
-
-def seed_constraints(python: Path) -> list[str]:
-    """Keep what is installed of the torch family; the rest fits that torch."""
-    done = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import torch, torchvision; print(torch.__version__.split('+')[0],"
-            " torchvision.__version__.split('+')[0])",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    torch, vision = done.stdout.split()
-    pins = [f"torch=={torch}", f"torchvision=={vision}", "tomli; python_version < '3.11'"]
-    if tuple(int(p) for p in torch.split(".")[:2]) < (2, 3):
-        pins.append("numpy<2")
-    if tuple(int(p) for p in torch.split(".")[:2]) < (2, 1):
-        pins.append("transformers<4.50")
-    return pins
 
 
 def stage_results(run_dir: Path) -> list[dict]:
