@@ -97,7 +97,7 @@ def test_the_seeds_broken_combination_names_both_fixes() -> None:
         # torch 2.0.1 breaks two rules on transformers (< 4.50 and < 5): the fix is the strictest
         ("transformers", "python -m pip install 'transformers<4.50'"),
     ]
-    assert found[0].reason.startswith("numpy 2.2.6 does not work with the installed torch")
+    assert found[0].reason.startswith("numpy 2.2.6 does not work with torch 2.0.1: needs numpy<2")
     assert found[1].installed == "5.20.2"
 
 

@@ -60,4 +60,13 @@ def conflicts(versions: Mapping[str, str | None]) -> list[Conflict]:
     for conflict in table.conflicts(present):
         by_package.setdefault(conflict.package, []).append(conflict)
     chosen = [_strictest(found) for found in by_package.values()]
-    return [Conflict(c.package, c.version, c.message, c.fix) for c in chosen]
+    return [Conflict(c.package, c.version, _reason(c, present), c.fix) for c in chosen]
+
+
+def _reason(conflict: table.Conflict, present: Mapping[str, str]) -> str:
+    """The table's message, naming the installed version on both sides."""
+    when, _ = table.split(conflict.rule.when)
+    return (
+        f"{conflict.package} {conflict.version} does not work with {when} {present[when]}: "
+        f"needs {conflict.rule.need} ({conflict.rule.why})"
+    )
