@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 from migrate import pipeline  # noqa: E402
 from migrate.recipe import load_recipe  # noqa: E402
 from migrate.shim.runner import shim_env  # noqa: E402
-from migrate.smoke.spec import parse_spec  # noqa: E402
 
 
 def sh(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
@@ -46,7 +45,7 @@ def sh(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -
 def manual(recipe_path: Path, source: str, work: Path, runs: Path) -> float:
     """Clone, checkout, and per stage: git apply + the script under the emulator."""
     recipe = load_recipe(recipe_path)
-    spec = parse_spec(recipe.smoke, recipe.path)
+    spec = recipe.smoke_spec()
     ws = work / "manual-ws"
     start = time.perf_counter()
     if recipe.sparse:  # what the README's clone needs with a mirror lacking some blobs

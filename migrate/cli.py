@@ -16,6 +16,8 @@ import click
 from migrate import __version__
 from migrate.errors import MigrateError
 
+COMPLETE_VAR = "_MIGRATE_COMPLETE"  # eval "$(_MIGRATE_COMPLETE=bash_source migrate)"
+
 # name -> "module:attribute"; the order is the order of `migrate --help`.
 COMMANDS: dict[str, str] = {
     "recipes": "migrate.commands.recipes:recipes",
@@ -49,24 +51,19 @@ class LazyGroup(click.Group):
 
     @staticmethod
     def _load(name: str) -> click.Command | None:
+        """The command's object; a listed command whose module is missing is a bug: it raises."""
         target = COMMANDS.get(name)
         if target is None:
             return None
         module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # not written yet: hide it rather than fail
-                return None
-            raise
-        return getattr(module, attr)
+        return getattr(importlib.import_module(module_name), attr)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, envvar="MIGRATE_DEBUG", help="Show tracebacks on errors.")
 @click.version_option(__version__, prog_name="migrate")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool) -> None:  # debug: read by main(), from ctx.params
     """Reproduce, audit and measure a CUDA model's port to Gaudi through GPU Migration.
 
     \b
@@ -77,16 +74,26 @@ def cli(ctx: click.Context, debug: bool) -> None:
       migrate smoke                            # txt2img at the current stage
       migrate run --source /path/to/mirror     # all of it, then a comparison report
     """
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
 
 
-def main() -> None:
-    """Entry point: run the CLI and turn library errors into one line and an exit code."""
-    debug = "--debug" in sys.argv[1:] or os.environ.get("MIGRATE_DEBUG") not in (None, "", "0")
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn library errors into one line and an exit code.
+
+    `--debug` is the group's own option (before the command name, or MIGRATE_DEBUG=1), read
+    from click's parse: a `--debug` given to a command, or to the script after `--`, is not it.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = False
     try:
-        # Without standalone mode click returns ctx.exit(n)'s code instead of exiting.
-        code = cli.main(prog_name="migrate", standalone_mode=False)
+        # Shell completion (README): click does it in cli.main(), which this entry point skips.
+        instruction = os.environ.get(COMPLETE_VAR)
+        if instruction:
+            from click.shell_completion import shell_complete
+
+            sys.exit(shell_complete(cli, {}, "migrate", COMPLETE_VAR, instruction))
+        with cli.make_context("migrate", args) as ctx:
+            debug = bool(ctx.params.get("debug"))
+            code = cli.invoke(ctx)
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except click.exceptions.Abort:

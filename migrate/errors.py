@@ -6,6 +6,8 @@ anything else that escapes is a bug and shows a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class MigrateError(Exception):
     """A reported failure (conflict, dirty workspace, failed stage): exit code 1."""
@@ -41,3 +43,18 @@ class WorkspaceBusy(MigrateError):
 
 class FetchError(MigrateError):
     """The upstream could not be cloned or does not have the pinned commit."""
+
+
+class DownloadError(MigrateError):
+    """The checkpoint could not be downloaded completely (run again to resume)."""
+
+
+class GitError(MigrateError):
+    """A git command that failed unexpectedly; carries git's stderr."""
+
+    def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
+        last = [line for line in stderr.strip().splitlines() if line.strip()]
+        detail = last[-1] if last else f"exit status {returncode}"
+        super().__init__(f"git {' '.join(args)}: {detail}")
+        self.returncode = returncode
+        self.stderr = stderr

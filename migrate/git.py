@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-from migrate.errors import MigrateError
+from migrate.errors import GitError, MigrateError
+
+__all__ = ["GitError"]  # raised here; defined with the other errors
 
 # Stage commits are made by the tool, not the user: a fixed identity needs no git config.
 IDENTITY = {
@@ -33,17 +35,6 @@ ISOLATED = {
     "GIT_PAGER": "cat",
     "LC_ALL": "C",
 }
-
-
-class GitError(MigrateError):
-    """A git command that failed unexpectedly; carries git's stderr."""
-
-    def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
-        last = [line for line in stderr.strip().splitlines() if line.strip()]
-        detail = last[-1] if last else f"exit status {returncode}"
-        super().__init__(f"git {' '.join(args)}: {detail}")
-        self.returncode = returncode
-        self.stderr = stderr
 
 
 def env(extra: Mapping[str, str] | None = None, isolated: bool = True) -> dict[str, str]:
@@ -100,8 +91,3 @@ def rev(repo: Path, ref: str) -> str | None:
 def is_repo(path: Path) -> bool:
     """True when `path` is the top of a git work tree (not merely inside one)."""
     return (path / ".git").exists()
-
-
-def git_dir(repo: Path) -> Path:
-    """The repository's .git directory (absolute)."""
-    return Path(out(repo, "rev-parse", "--absolute-git-dir"))

@@ -14,21 +14,19 @@ import re
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from migrate.errors import BadInput
-from migrate.recipe import Recipe
+from migrate.recipe import UPSTREAM, Recipe, SmokeSpec
 from migrate.smoke.device import Device, resolve
 from migrate.smoke.metrics import ModelInfo, PatchInfo, StageMetrics, load_metrics
 from migrate.smoke.runner import SmokeRequest, run_smoke
-from migrate.smoke.spec import SmokeSpec, parse_spec
 
 RUN_FILE = "run.json"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-UPSTREAM = "upstream"  # the stage name of the unpatched upstream (as in `migrate revert upstream`)
 
 # Progress callback: (what, details). What: fetch, prepare, stage, apply, skip, event, done.
 Progress = Callable[[str, dict[str, Any]], None]
@@ -97,12 +95,8 @@ def latest_run(runs_dir: Path) -> Path | None:
     return max(runs, key=lambda p: ((p / RUN_FILE).stat().st_mtime, p.name), default=None)
 
 
-def smoke_spec(recipe: Recipe) -> SmokeSpec:
-    return parse_spec(recipe.smoke, recipe.path)
-
-
 def prepare_model(
-    spec: SmokeSpec, workspace: Path, run_dir: Path, options: RunOptions
+    spec: SmokeSpec, ws: Path, run_dir: Path, options: RunOptions
 ) -> PreparedStageModel:
     """The model for the whole run: the recipe's builder (random weights or a checkpoint).
 
@@ -129,7 +123,7 @@ def prepare_model(
     )
     prepared = prepare(
         spec.builder,
-        workspace,
+        ws,
         size,
         run_dir / "model",
         options.python,
@@ -151,11 +145,10 @@ def prepare_model(
     )
 
 
-def default_checkpoint(recipe: Recipe, workspace: Path) -> Path | None:
+def default_checkpoint(recipe: Recipe, ws: Path) -> Path | None:
     """The recipe's checkpoint inside the workspace, when it has been downloaded."""
-    rel = (recipe.checkpoint or {}).get("path")
-    if isinstance(rel, str) and (workspace / rel).is_file():
-        return workspace / rel
+    if recipe.checkpoint is not None and (ws / recipe.checkpoint.path).is_file():
+        return ws / recipe.checkpoint.path
     return None
 
 
@@ -196,23 +189,23 @@ def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOp
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def goto_stage(recipe: Recipe, workspace: Path, stage: str) -> list[Any]:
+def goto_stage(recipe: Recipe, ws: Path, stage: str) -> list[Any]:
     """Bring the workspace to exactly `stage` (applying or reverting through the stack)."""
     from migrate import stack
 
-    applied = stack.applied_stages(recipe, workspace)
+    applied = stack.applied_stages(recipe, ws)
     if applied and applied[-1] == stage:
         return []
     if stage in applied:
-        stack.revert(recipe, workspace, to=stage)
+        stack.revert(recipe, ws, to=stage)
         return []
-    return list(stack.apply(recipe, workspace, through=stage))
+    return list(stack.apply(recipe, ws, through=stage))
 
 
 def smoke_stage(
     recipe: Recipe,
     spec: SmokeSpec,
-    workspace: Path,
+    ws: Path,
     run_dir: Path,
     stage: str,
     device: Device,
@@ -229,7 +222,7 @@ def smoke_stage(
         shutil.rmtree(stage_dir)  # our own earlier result for this stage, being redone
     request = SmokeRequest(
         spec=spec,
-        workspace=workspace,
+        workspace=ws,
         stage=stage,
         run_id=run_dir.name,
         stage_dir=stage_dir,
@@ -248,9 +241,99 @@ def smoke_stage(
     return run_smoke(request, on_event)
 
 
+@dataclass
+class _Started:
+    """A run folder opened for stages: where, on what, with which options and model spec."""
+
+    spec: SmokeSpec
+    run_dir: Path
+    device: Device
+    options: RunOptions
+    tell: Callable[..., None]
+    model: PreparedStageModel | None = None
+
+    def prepared_model(self, ws: Path) -> PreparedStageModel:
+        """The model for the whole run, prepared once, when a stage first needs it."""
+        if self.model is None:
+            size = self.options.model or self.spec.default_model
+            self.tell("prepare", builder=self.spec.builder, size=size)
+            self.model = prepare_model(self.spec, ws, self.run_dir, self.options)
+        return self.model
+
+
+def _teller(progress: Progress | None) -> Callable[..., None]:
+    def tell(what: str, **details: Any) -> None:
+        if progress is not None:
+            progress(what, details)
+
+    return tell
+
+
+def _run_folder(runs_dir: Path, run_id: str | None, *, resume: bool, reuse: bool) -> Path | None:
+    """The run folder to record into (None: a new one), checked before anything moves.
+
+    `resume`: the named or latest earlier run must exist. `reuse`: an existing run id is
+    fine (`migrate smoke --run-id` adds a stage to it); otherwise it is refused.
+    """
+    _check_run_id(run_id)
+    if resume:
+        previous = runs_dir / run_id if run_id else latest_run(runs_dir)
+        if previous is None or not (previous / RUN_FILE).is_file():
+            raise BadInput(f"--resume: no earlier run in {runs_dir} to resume")
+        return previous
+    if run_id is None:
+        return None
+    if not reuse and (runs_dir / run_id).exists():
+        raise BadInput(f"{runs_dir / run_id}: a run with this id exists; use --resume")
+    return runs_dir / run_id
+
+
+def _start(
+    recipe: Recipe,
+    ws: Path,
+    runs_dir: Path,
+    run_dir: Path | None,
+    options: RunOptions,
+    stages: list[str],
+    tell: Callable[..., None],
+) -> _Started:
+    """The one start-up path of `run` and `smoke`, once the workspace is ready.
+
+    Resolves the device, opens the run folder, gives --ckpt its default (the recipe's
+    downloaded checkpoint) and writes run.json.
+    """
+    device = resolve(options.device, options.python)
+    if run_dir is None:
+        run_dir = new_run_dir(runs_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    options = replace(options, ckpt=options.ckpt or default_checkpoint(recipe, ws))
+    _write_run_file(run_dir, recipe, ws, options, device, stages)
+    return _Started(recipe.smoke_spec(), run_dir, device, options, tell)
+
+
+def _smoke_one(
+    recipe: Recipe, ws: Path, started: _Started, stage: str, offsets: list[Any]
+) -> StageMetrics:
+    """Smoke the workspace as it is now as `stage`, telling the progress callback."""
+    metrics = smoke_stage(
+        recipe,
+        started.spec,
+        ws,
+        started.run_dir,
+        stage,
+        started.device,
+        started.options,
+        started.prepared_model(ws),
+        offsets,
+        on_event=lambda event: started.tell("event", stage=stage, event=event),
+    )
+    started.tell("done", stage=stage, metrics=metrics)
+    return metrics
+
+
 def run(
     recipe: Recipe,
-    workspace: Path,
+    ws: Path,
     runs_dir: Path,
     options: RunOptions,
     *,
@@ -261,77 +344,47 @@ def run(
     progress: Progress | None = None,
 ) -> RunResult:
     """Fetch, apply and smoke each stage through `through`, then write the reports."""
-    from migrate import workspace as workspace_mod
+    from migrate import workspace
 
-    def tell(what: str, **details: Any) -> None:
-        if progress is not None:
-            progress(what, details)
-
-    spec = smoke_spec(recipe)
+    tell = _teller(progress)
+    recipe.smoke_spec()  # a recipe that cannot smoke fails before the fetch
     if not recipe.stages:
         raise BadInput(f"{recipe.path}: the recipe has no stages to run")
     stages = recipe.stages[: recipe.index(through) + 1] if through else list(recipe.stages)
-    _check_run_id(run_id)
-    if resume:
-        previous = runs_dir / run_id if run_id else latest_run(runs_dir)
-        if previous is None or not (previous / RUN_FILE).is_file():
-            raise BadInput(f"--resume: no earlier run in {runs_dir} to resume")
-        run_dir = previous
-    elif run_id and (runs_dir / run_id).exists():
-        raise BadInput(f"{runs_dir / run_id}: a run with this id exists; use --resume")
+    run_dir = _run_folder(runs_dir, run_id, resume=resume, reuse=False)
 
-    tell("fetch", workspace=str(workspace), source=source)
-    workspace = workspace_mod.fetch(recipe, workspace, source)
-    device = resolve(options.device, options.python)
-    if not resume:
-        run_dir = runs_dir / run_id if run_id else new_run_dir(runs_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = options.ckpt or default_checkpoint(recipe, workspace)
-    options = RunOptions(**{**asdict(options), "ckpt": ckpt})
-    _write_run_file(run_dir, recipe, workspace, options, device, [s.name for s in stages])
+    tell("fetch", workspace=str(ws), source=source)
+    ws = workspace.fetch(recipe, ws, source)
+    started = _start(recipe, ws, runs_dir, run_dir, options, [s.name for s in stages], tell)
 
     results: list[StageMetrics] = []
     skipped: list[str] = []
-    model: PreparedStageModel | None = None
     for number, stage in enumerate(stages, 1):
         tell("stage", stage=stage.name, number=number, total=len(stages))
-        key = result_key(spec, patch_info(recipe, stage.name), device, options)
-        earlier = load_metrics(run_dir / stage.name) if resume else None
+        key = result_key(
+            started.spec, patch_info(recipe, stage.name), started.device, started.options
+        )
+        earlier = load_metrics(started.run_dir / stage.name) if resume else None
         if earlier is not None and earlier.ok and earlier.key == key:
             skipped.append(stage.name)
             results.append(earlier)
             tell("skip", stage=stage.name, metrics=earlier)
             continue
         tell("apply", stage=stage.name)
-        applied = goto_stage(recipe, workspace, stage.name)
+        applied = goto_stage(recipe, ws, stage.name)
         offsets = next((_plain(a.offsets) for a in applied if a.name == stage.name), [])
-        if model is None:
-            tell("prepare", builder=spec.builder, size=options.model or spec.default_model)
-            model = prepare_model(spec, workspace, run_dir, options)
-        metrics = smoke_stage(
-            recipe,
-            spec,
-            workspace,
-            run_dir,
-            stage.name,
-            device,
-            options,
-            model,
-            offsets,
-            on_event=lambda event, name=stage.name: tell("event", stage=name, event=event),
-        )
-        results.append(metrics)
-        tell("done", stage=stage.name, metrics=metrics)
+        started.prepared_model(ws)
+        results.append(_smoke_one(recipe, ws, started, stage.name, offsets))
 
     from migrate import compare
 
-    report = compare.load_run(run_dir)
+    report = compare.load_run(started.run_dir)
     reports = {
-        "md": compare.write(report, "md", run_dir / "report.md"),
-        "html": compare.write(report, "html", run_dir / "report.html"),
-        "json": compare.write(report, "json", run_dir / "report.json"),
+        "md": compare.write(report, "md", started.run_dir / "report.md"),
+        "html": compare.write(report, "html", started.run_dir / "report.html"),
+        "json": compare.write(report, "json", started.run_dir / "report.json"),
     }
-    return RunResult(run_dir, results, skipped, reports)
+    return RunResult(started.run_dir, results, skipped, reports)
 
 
 def _plain(value: Any) -> Any:
@@ -341,7 +394,7 @@ def _plain(value: Any) -> Any:
 
 def smoke(
     recipe: Recipe,
-    workspace: Path,
+    ws: Path,
     runs_dir: Path,
     options: RunOptions,
     *,
@@ -354,59 +407,36 @@ def smoke(
     Naming a stage brings the workspace there first (the stack refuses to discard edits);
     without one, the workspace is smoked as it is, uncommitted edits included.
     """
-    from migrate import stack
-    from migrate import workspace as workspace_mod
+    from migrate import stack, workspace
 
-    def tell(what: str, **details: Any) -> None:
-        if progress is not None:
-            progress(what, details)
-
-    spec = smoke_spec(recipe)
-    workspace = workspace_mod.require(workspace)
-    offsets: list[Any] = []
+    tell = _teller(progress)
+    recipe.smoke_spec()  # a recipe that cannot smoke fails before anything moves
+    ws = workspace.require(ws)
     if stage is not None and stage != UPSTREAM:
         recipe.stage(stage)  # unknown names fail here, before anything moves
+    run_dir = _run_folder(runs_dir, run_id, resume=False, reuse=True)
+    offsets: list[Any] = []
     if stage is not None:
         tell("apply", stage=stage)
         if stage == UPSTREAM:
-            if stack.applied_stages(recipe, workspace):
-                stack.revert(recipe, workspace, to=UPSTREAM)
+            if stack.applied_stages(recipe, ws):
+                stack.revert(recipe, ws, to=UPSTREAM)
         else:
-            applied = goto_stage(recipe, workspace, stage)
+            applied = goto_stage(recipe, ws, stage)
             offsets = next((_plain(a.offsets) for a in applied if a.name == stage), [])
     else:
-        applied_names = stack.applied_stages(recipe, workspace)
+        applied_names = stack.applied_stages(recipe, ws)
         stage = applied_names[-1] if applied_names else UPSTREAM
-    _check_run_id(run_id)
-    device = resolve(options.device, options.python)
-    run_dir = runs_dir / run_id if run_id else new_run_dir(runs_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = options.ckpt or default_checkpoint(recipe, workspace)
-    options = RunOptions(**{**asdict(options), "ckpt": ckpt})
-    _write_run_file(run_dir, recipe, workspace, options, device, [stage])
-    tell("prepare", builder=spec.builder, size=options.model or spec.default_model)
-    model = prepare_model(spec, workspace, run_dir, options)
+    started = _start(recipe, ws, runs_dir, run_dir, options, [stage], tell)
+    started.prepared_model(ws)
     tell("stage", stage=stage, number=1, total=1)
-    metrics = smoke_stage(
-        recipe,
-        spec,
-        workspace,
-        run_dir,
-        stage,
-        device,
-        options,
-        model,
-        offsets,
-        on_event=lambda event: tell("event", stage=stage, event=event),
-    )
-    tell("done", stage=stage, metrics=metrics)
-    return RunResult(run_dir, [metrics], [])
+    return RunResult(started.run_dir, [_smoke_one(recipe, ws, started, stage, offsets)], [])
 
 
 def _write_run_file(
     run_dir: Path,
     recipe: Recipe,
-    workspace: Path,
+    ws: Path,
     options: RunOptions,
     device: Device,
     stages: list[str],
@@ -422,7 +452,7 @@ def _write_run_file(
             "recipe_path": str(recipe.path),
             "upstream": recipe.upstream,
             "commit": recipe.commit,
-            "workspace": str(workspace),
+            "workspace": str(ws),
             "device": asdict(device),
             "options": {**asdict(options), "ckpt": str(options.ckpt) if options.ckpt else None},
             "stages": known + [s for s in stages if s not in known],

@@ -34,11 +34,10 @@ from pathlib import Path
 from migrate import git, patchfile, workspace
 from migrate.errors import ConflictError, DirtyWorkspace, MigrateError, PatchError
 from migrate.lock import workspace_lock
-from migrate.recipe import Recipe, Stage
+from migrate.recipe import UPSTREAM, Recipe, Stage
 
 Notify = Callable[[str], None]
 
-UPSTREAM = "upstream"  # the name of the pinned commit wherever a stage name is accepted
 JOURNAL = "journal.json"
 PAUSE_ENV = "MIGRATE_TEST_PAUSE"
 SHA_TRAILER = "Migrate-Patch-Sha256"
@@ -320,7 +319,7 @@ def _prune_tags(recipe: Recipe, ws: Path) -> None:
 
 def _label(recipe: Recipe, ws: Path, commit: str) -> str:
     if commit == recipe.commit:
-        return "upstream"
+        return UPSTREAM
     for name, tagged in _walk(recipe, ws).tags.items():
         if tagged == commit:
             return f"stage '{name}'"
@@ -452,7 +451,7 @@ def _refuse_moved_head(ws: Path, walk: _Walk) -> None:
             f"`git checkout migrate` to come back, or `migrate revert upstream --force`"
         )
     if walk.extra:
-        top = f"stage/{walk.applied[-1]}" if walk.applied else "upstream"
+        top = f"stage/{walk.applied[-1]}" if walk.applied else UPSTREAM
         raise MigrateError(
             f"{ws}: HEAD has {walk.extra} commit(s) on top of {top} that are not stages; keep "
             "them on a branch (`git branch mine`) and move HEAD back, or `migrate revert --force`"

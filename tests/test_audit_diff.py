@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+from clirun import migrate
 from test_audit_parse import REC1, REC2, REC3, write
 
 from migrate.audit import diff as logdiff
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def runs(tmp_path: Path) -> tuple[Path, Path]:
@@ -64,6 +62,25 @@ def test_diff_sites_and_apis(tmp_path: Path) -> None:
     assert data["unchanged"]["tags"] == 2
 
 
+@pytest.mark.parametrize(
+    ("after", "where"),
+    [
+        (REC1.replace("train.py:12", "other.py:40"), "another file"),
+        (REC1.replace("train.py:12", "train.py:40").replace("Tensor.cuda(", "Tensor.to("), "API"),
+    ],
+)
+def test_moved_pairs_only_the_same_file_and_api(tmp_path: Path, after: str, where: str) -> None:
+    """Same source text in another file, or for another API: removed + added, never moved."""
+    write(tmp_path, REC1, "a/gpu_migration_1.log")
+    write(tmp_path, after, "b/gpu_migration_1.log")
+    data = logdiff.diff([tmp_path / "a"], [tmp_path / "b"]).to_json()
+    statuses = sorted(
+        (s["status"], s["path"], s["line_before"], s["line_after"]) for s in data["call_sites"]
+    )
+    new_path = "other.py" if where == "another file" else "train.py"
+    assert statuses == [("added", new_path, None, 40), ("removed", "train.py", 12, None)]
+
+
 def test_identical_runs_have_no_differences(tmp_path: Path) -> None:
     a, _ = runs(tmp_path)
     result = logdiff.diff([a], [a])
@@ -88,10 +105,6 @@ def test_cli_diff(tmp_path: Path) -> None:
         ("json", b'"status": "moved"'),
         ("md", b"## GPU Migration log diff"),
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "migrate", "log", "diff", str(a), str(b), "--format", fmt],
-            cwd=ROOT,
-            capture_output=True,
-        )
+        result = migrate("log", "diff", str(a), str(b), "--format", fmt, text=False)
         assert result.returncode == 0, result.stderr
         assert needle in result.stdout

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+from clirun import migrate
 from rich.console import Console
 from test_audit_parse import REC1, REC2, REC3, write
 
 from migrate.audit import report as logreport
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def sample(tmp_path: Path) -> Path:
@@ -105,6 +102,29 @@ def test_aggregation(tmp_path: Path) -> None:
     assert data["malformed_total"] == 1
 
 
+def test_counts_are_ordered_by_count_then_name(tmp_path: Path) -> None:
+    """Most records first, whatever the names: the alphabetical order is the reverse here."""
+    log = write(tmp_path, REC3 * 4 + REC2 * 2 + REC1)
+    report = logreport.build(log)
+    data = report.to_json()
+    assert list(data["by_api"].items()) == [
+        ("torch.cuda.nvtx.range_push", 4),
+        ("torch.distributed.init_process_group", 2),
+        ("torch.Tensor.cuda", 1),
+    ]
+    assert list(data["by_tag"]) == ["hpu_mismatch", "hpu_match"]
+    assert list(data["by_file"]) == [
+        "scripts/txt2img.py",
+        "/usr/lib/python3.10/site-packages/torch/distributed/c10d.py",
+        "train.py",
+    ]
+    # A cut table keeps the most frequent rows, not the first names.
+    md = logreport.render_markdown(report, limit=1)
+    api_section = md.split("### By API")[1].split("###")[0]
+    assert "torch.cuda.nvtx.range_push" in api_section
+    assert "torch.Tensor.cuda" not in api_section and "2 more not shown" in api_section
+
+
 def test_json_is_deterministic(tmp_path: Path) -> None:
     logs = sample(tmp_path)
     assert logreport.build(logs).to_json() == logreport.build(logs).to_json()
@@ -153,34 +173,28 @@ def test_table_renders(tmp_path: Path) -> None:
     assert "not a log record line" in text
 
 
-def migrate(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "migrate", *args], cwd=ROOT, input=stdin, capture_output=True
-    )
-
-
 def test_cli_report_json_out_writes_only_there(tmp_path: Path) -> None:
     out = tmp_path / "out" / "report.json"
     out.parent.mkdir()
     result = migrate("log", "report", str(sample(tmp_path)), "--format", "json", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == b""
+    assert result.stdout == ""
     assert json.loads(out.read_text())["records"] == 5
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.json"]
 
 
 def test_cli_report_from_stdin_and_formats(tmp_path: Path) -> None:
-    result = migrate("log", "report", "-", "--format", "md", stdin=(REC1 + REC2).encode())
+    result = migrate("log", "report", "-", "--format", "md", stdin=REC1 + REC2)
     assert result.returncode == 0, result.stderr
-    assert b"**2** records" in result.stdout
+    assert "**2** records" in result.stdout
     table = migrate("log", "report", str(sample(tmp_path)))
-    assert table.returncode == 0 and b"torch.Tensor.cuda" in table.stdout
+    assert table.returncode == 0 and "torch.Tensor.cuda" in table.stdout
 
 
 def test_cli_missing_input_is_one_line_exit_2(tmp_path: Path) -> None:
     result = migrate("log", "report", str(tmp_path / "nope.log"))
     assert result.returncode == 2
-    message = " ".join(result.stderr.decode().split())  # the CLI's console may wrap it
+    message = " ".join(result.stderr.split())  # the CLI's console may wrap it
     assert message == f"error: log input not found: {tmp_path / 'nope.log'}"
 
 
@@ -188,4 +202,4 @@ def test_cli_folder_without_logs_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = migrate("log", "report", str(tmp_path / "empty"))
     assert result.returncode == 2
-    assert "no log files" in result.stderr.decode() and b"Traceback" not in result.stderr
+    assert "no log files" in result.stderr and "Traceback" not in result.stderr

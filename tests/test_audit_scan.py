@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from clirun import migrate
 from test_audit_parse import write
 
 from migrate.audit import report as logreport
 from migrate.audit.scan import coverage, render_markdown, render_table, scan
-
-ROOT = Path(__file__).resolve().parent.parent
 
 MAIN = """\
 import torch
@@ -186,29 +183,12 @@ def test_cli_scan_with_log(tmp_path: Path) -> None:
     root = tree(tmp_path)
     log = write(tmp_path, log_for(root), "run/gpu_migration_1.log")
     out = tmp_path / "scan.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "migrate",
-            "scan",
-            str(root),
-            "--log",
-            str(log),
-            "--format",
-            "json",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-    )
+    result = migrate("scan", str(root), "--log", str(log), "--format", "json", "--out", str(out))
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert data["coverage"]["summary"]["exercised"] == 4
-    table = subprocess.run(
-        [sys.executable, "-m", "migrate", "scan", str(root), "--log", str(log)],
-        cwd=ROOT,
-        capture_output=True,
-    )
-    assert table.returncode == 0 and b"Never ran" in table.stdout
+    table = migrate("scan", str(root), "--log", str(log))
+    assert table.returncode == 0 and "Never ran" in table.stdout
+    page = migrate("scan", str(root), "--log", str(log), "--format", "html")
+    assert page.returncode == 0 and page.stdout.startswith("<!DOCTYPE html>")
+    assert "<h3>Never ran</h3>" in page.stdout and "</html>" in page.stdout

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from migrate.errors import RecipeError
-from migrate.models.checkpoint import DownloadError, checkpoint_spec, download
+from migrate.errors import DownloadError, RecipeError
+from migrate.models.checkpoint import download
+from migrate.recipe import parse_checkpoint
 
 DATA = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: more than one read block
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -139,7 +140,7 @@ def test_wrong_size_or_hash_is_an_error_and_nothing_is_renamed(
 
 
 def test_recipe_table_validation() -> None:
-    ok = checkpoint_spec({"url": "https://x/m.ckpt", "path": "models/m.ckpt", "size": 3}, "r.toml")
+    ok = parse_checkpoint({"url": "https://x/m.ckpt", "path": "models/m.ckpt", "size": 3}, "r.toml")
     assert ok.size == 3 and ok.sha256 is None
     for table, key in [
         ({"path": "m"}, "url"),
@@ -148,10 +149,10 @@ def test_recipe_table_validation() -> None:
         ({"url": "https://x", "path": "m", "sha256": "abc"}, "sha256"),
         ({"url": "https://x", "path": "m", "md5": "x"}, "md5"),
     ]:
-        with pytest.raises(RecipeError, match=rf"r.toml: \[checkpoint\] {key}"):
-            checkpoint_spec(table, "r.toml")
-    with pytest.raises(RecipeError, match="no \\[checkpoint\\] table"):
-        checkpoint_spec(None, "r.toml")
+        with pytest.raises(RecipeError, match=rf"^r.toml: checkpoint.{key}: "):
+            parse_checkpoint(table, "r.toml")
+    with pytest.raises(RecipeError, match="^r.toml: checkpoint: must be a table"):
+        parse_checkpoint(None, "r.toml")
 
 
 def test_cli_downloads_into_the_workspace(server: Server, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ byte-identical samples with the same seed; and the patched call sites drive the 
 they should, observed through tests/fake_habana (a TEST DOUBLE that records calls: not a
 hardware result).
 
-Run: MIGRATE_SOURCE=/work/.mirror/pesser+stable-diffusion/repo pytest tests/test_patches_upstream.py
+Run: MIGRATE_SOURCE=/path/to/stable-diffusion-mirror pytest tests/test_patches_upstream.py
 A few minutes on 2 cores: five txt2img processes with a tiny random-weight model.
 """
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from migrate.cli import cli
 from migrate.errors import RecipeError
-from migrate.recipe import PROJECT_ROOT, load_recipe
+from migrate.recipe import PROJECT_ROOT, load_recipe, valid_stage_name
 
 COMMIT = "a166aa7fbf578f41f855efeab2e14001d6732563"
 GOOD = f"""\
@@ -51,7 +51,8 @@ def test_a_good_recipe_loads_into_typed_objects(tmp_path: Path) -> None:
     assert recipe.stages[0].meta == {"Author": "Someone"}
     assert recipe.stages[0].patch == tmp_path / "patches" / "toy" / "one.patch"
     assert recipe.stages[1].patch.name == "second.patch"
-    assert recipe.smoke == {"script": "run.py"} and recipe.checkpoint is None
+    assert recipe.smoke is not None and recipe.smoke.script == "run.py"
+    assert recipe.smoke.default_model == "tiny" and recipe.checkpoint is None
     assert recipe.default_workspace == tmp_path / "upstream" / "toy"
     assert recipe.stage("two").tag == "stage/two" and recipe.index("two") == 1
 
@@ -68,6 +69,12 @@ def test_a_good_recipe_loads_into_typed_objects(tmp_path: Path) -> None:
         (('name = "two"', 'name = "one"'), "stages[1].name", "duplicate stage name 'one'"),
         ((COMMIT, COMMIT[:12]), "commit", "is not a full 40-hex"),
         ((COMMIT, COMMIT.upper()), "commit", "is not a full 40-hex"),
+        ((COMMIT, COMMIT[:39]), "commit", "is not a full 40-hex"),
+        ((COMMIT, COMMIT + "0"), "commit", "is not a full 40-hex"),
+        ((COMMIT, COMMIT[:39] + "g"), "commit", "is not a full 40-hex"),
+        ((COMMIT, COMMIT + "\\n"), "commit", "is not a full 40-hex"),  # TOML "\n"
+        (('name = "two"', 'name = "two\\n"'), "stages[1].name", "not a usable stage name"),
+        (('Author = "Someone"', '"Author\\n" = "x"'), r"stages.one.meta.Author\n", "DEP-3 fields"),
         (('patch = "second.patch"', 'patch = "third.patch"'), "stages.two.patch", "does not exist"),
         (('patch = "second.patch"', 'patch = "../../x.patch"'), "stages.two.patch", "is outside"),
         (('name = "two"', 'name = "upstream"'), "stages[1].name", "not a usable stage name"),
@@ -79,7 +86,26 @@ def test_a_good_recipe_loads_into_typed_objects(tmp_path: Path) -> None:
         ),
         (('upstream = "https://example.invalid/toy.git"', ""), "upstream", "missing"),
         (('sparse = ["/*", "!/data/"]', 'sparse = "/*"'), "sparse", "list"),
+        (('sparse = ["/*", "!/data/"]', 'sparse = ["/*", "--cone"]'), "sparse", "list"),
+        (('name = "two"', 'name = "a..b"'), "stages[1].name", "not a usable stage name"),
+        (('name = "two"', 'name = "two.lock"'), "stages[1].name", "not a usable stage name"),
+        (('name = "two"', 'name = "two."'), "stages[1].name", "not a usable stage name"),
         (("[smoke]", "[[smoke]]"), "smoke", "must be a table"),
+        (('name = "two"', 'name = "s2.lock"'), "stages[1].name", "valid git ref component"),
+        (('name = "two"', 'name = "a..b"'), "stages[1].name", "valid git ref component"),
+        (('name = "two"', 'name = "s2."'), "stages[1].name", "valid git ref component"),
+        (('script = "run.py"', 'script = "run.py"\ntimeout = -1'), "smoke.timeout", "positive"),
+        (('script = "run.py"', 'scrip = "run.py"'), "smoke.scrip", "unknown key"),
+        (
+            ('script = "run.py"', 'script = "run.py"\n[smoke.probe]\nbatch = ["x y"]'),
+            "smoke.probe.batch",
+            "module:Qualified.name",
+        ),
+        (
+            ('script = "run.py"', 'script = "run.py"\n[checkpoint]\nurl = "ftp://x"\npath = "m"'),
+            "checkpoint.url",
+            "http(s)",
+        ),
     ],
 )
 def test_malformed_recipes_fail_with_file_and_key(
@@ -116,8 +142,8 @@ def test_shipped_recipe_structure() -> None:
     assert recipe.commit == COMMIT
     assert [s.name for s in recipe.stages] == ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
     assert "!/assets/" in recipe.sparse and "!/data/" in recipe.sparse
-    assert recipe.smoke.get("script") == "scripts/txt2img.py"
-    assert recipe.checkpoint and recipe.checkpoint["path"] == "models/ldm/text2img-large/model.ckpt"
+    assert recipe.smoke is not None and recipe.smoke.script == "scripts/txt2img.py"
+    assert recipe.checkpoint and recipe.checkpoint.path == "models/ldm/text2img-large/model.ckpt"
     assert all(
         s.patch.parent == PROJECT_ROOT / "patches" / "stable-diffusion" for s in recipe.stages
     )
@@ -139,3 +165,22 @@ def test_recipes_command_lists_the_shipped_recipe() -> None:
     result = CliRunner().invoke(cli, ["recipes"])
     assert result.exit_code == 0, result.output
     assert "stable-diffusion" in result.output and "a166aa7fbf57" in result.output
+
+
+@pytest.mark.parametrize(
+    "name", ["s2", "s2.lock", "a..b", "s2.", "v1.0", "a-b_c", "x.lock2", "upstream", ".x", "a b"]
+)
+def test_stage_names_agree_with_git_check_ref_format(name: str) -> None:
+    """A name is accepted exactly when `stage/<name>` is a valid tag (and it is not reserved)."""
+    import subprocess
+
+    git_ok = subprocess.run(["git", "check-ref-format", f"refs/tags/stage/{name}"]).returncode == 0
+    assert valid_stage_name(name) == (git_ok and name != "upstream" and name[0].isalnum())
+
+
+def test_bad_smoke_key_fails_at_migrate_stages_with_exit_2(tmp_path: Path) -> None:
+    """A typo in [smoke] is refused when the recipe loads, not minutes into a run."""
+    path = write(tmp_path, GOOD.replace('script = "run.py"', 'script = "run.py"\nlog_level = 7'))
+    result = CliRunner().invoke(cli, ["stages", "--recipe", str(path)])
+    assert isinstance(result.exception, RecipeError) and result.exception.exit_code == 2
+    assert str(result.exception) == f"{path}: smoke.log_level: must be 1, 2 or 3, got 7"

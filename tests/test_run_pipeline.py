@@ -9,9 +9,9 @@ import pytest
 
 from migrate import pipeline
 from migrate.errors import BadInput
+from migrate.recipe import parse_smoke
 from migrate.smoke.device import Device
 from migrate.smoke.metrics import PatchInfo
-from migrate.smoke.spec import parse_spec
 
 
 def test_new_run_dirs_are_unique_and_latest_is_the_last_written(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_run_ids_stay_inside_the_runs_folder(bad: str) -> None:
 
 
 def test_resume_key_changes_with_patches_and_options() -> None:
-    spec = parse_spec({"script": "s.py", "models": {"tiny": {"args": []}}}, "x.toml")
+    spec = parse_smoke({"script": "s.py", "models": {"tiny": {"args": []}}}, "x.toml")
     device = Device("cpu", "cpu")
     base = pipeline.RunOptions(device="cpu")
     patch_a, patch_b = PatchInfo(cumulative_sha256="a"), PatchInfo(cumulative_sha256="b")

@@ -8,10 +8,10 @@ import pytest
 
 from migrate.errors import RecipeError
 from migrate.recipe import load_recipe
+from migrate.recipe import parse_smoke as parse_spec
 from migrate.smoke.device import Device
 from migrate.smoke.metrics import ModelInfo
-from migrate.smoke.runner import SmokeRequest, build_argv
-from migrate.smoke.spec import parse_spec, seed_of
+from migrate.smoke.runner import SmokeRequest, build_argv, seed_of
 
 GOOD = {
     "script": "scripts/txt2img.py",
@@ -23,7 +23,7 @@ GOOD = {
 
 def test_shipped_recipe_smoke_table_validates() -> None:
     recipe = load_recipe("stable-diffusion", check_patches=False)
-    spec = parse_spec(recipe.smoke, recipe.path)
+    spec = recipe.smoke_spec()
     assert spec.builder == "ldm" and spec.default_model == "tiny"
     assert spec.args[spec.args.index("--ddim_eta") + 1] == "0.0"
     assert spec.args[spec.args.index("--scale") + 1] == "5.0"
@@ -39,7 +39,7 @@ def test_shipped_recipe_smoke_table_validates() -> None:
         ({"script": "/etc/passwd"}, "script"),
         ({"samples": "../../*.png"}, "samples"),
         ({"args": "--seed 42"}, "args"),
-        ({"models": {"tiny": {"argz": []}}}, "models.tiny"),
+        ({"models": {"tiny": {"argz": []}}}, "models.tiny.argz"),
         ({"probe": {"batch": ["not a target"]}}, "probe.batch"),
         ({"probe": {"bach": []}}, "probe.bach"),
         ({"timeout": -1}, "timeout"),
@@ -56,12 +56,12 @@ def test_bad_tables_name_file_and_key(change: dict, key: str) -> None:
     with pytest.raises(RecipeError) as err:
         parse_spec(table, Path("recipes/x.toml"))
     message = str(err.value)
-    assert message.startswith("recipes/x.toml: [smoke] ") and key in message
+    assert message.startswith(f"recipes/x.toml: smoke.{key}: ")
     assert "\n" not in message
 
 
 def test_empty_table_and_unknown_size() -> None:
-    with pytest.raises(RecipeError, match=r"x.toml: \[smoke\] table is missing"):
+    with pytest.raises(RecipeError, match=r"^x.toml: smoke.script: missing$"):
         parse_spec({}, "x.toml")
     with pytest.raises(RecipeError, match="model size 'huge'"):
         parse_spec(GOOD, "x.toml").model_args("huge")

@@ -1,6 +1,6 @@
 """Streaming parser for Habana GPU Migration logs.
 
-A record is four lines (see shared notes, gaudi-facts.md)::
+A record is four lines, as Habana's GPU Migration writes them::
 
     [2024-01-02 10:00:00] train.py:12
         [context]:         x = x.cuda()

@@ -52,13 +52,12 @@ def download(
       migrate checkpoint download
       migrate checkpoint download --url http://mirror.local/model.ckpt --dest /data/model.ckpt
     """
-    from migrate.models.checkpoint import checkpoint_spec
     from migrate.models.checkpoint import download as fetch
     from migrate.recipe import load_recipe
     from migrate.workspace import path_for
 
     loaded = load_recipe(recipe, check_patches=False)
-    spec = checkpoint_spec(loaded.checkpoint, loaded.path)
+    spec = loaded.checkpoint_spec()
     ws = path_for(loaded, workspace)
     target = dest or ws / spec.path
     console = Console(stderr=True)

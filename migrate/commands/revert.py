@@ -9,7 +9,7 @@ from rich.markup import escape
 from migrate import stack
 from migrate.commands.options import force_option, recipe_option, workspace_option
 from migrate.errors import MigrateError
-from migrate.recipe import load_recipe
+from migrate.recipe import UPSTREAM, load_recipe
 from migrate.workspace import path_for
 
 
@@ -36,7 +36,7 @@ def revert(stage: str | None, force: bool, recipe: str, workspace: str | None) -
         applied = stack.applied_stages(loaded, ws)
         if not applied:
             raise MigrateError(f"no stage is applied in {ws}: nothing to revert")
-        stage = applied[-2] if len(applied) > 1 else stack.UPSTREAM
+        stage = applied[-2] if len(applied) > 1 else UPSTREAM
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     removed = stack.revert(
         loaded,

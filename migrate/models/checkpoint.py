@@ -1,12 +1,6 @@
 """Download the recipe's released checkpoint: resumable, checked, and never half-written.
 
-The recipe's `[checkpoint]` table names it:
-
-    [checkpoint]
-    url = "https://ommer-lab.com/files/latent-diffusion/nitro/txt2img-f8-large/model.ckpt"
-    path = "models/ldm/text2img-large/model.ckpt"   # inside the workspace
-    size = 5_700_000_000                               # bytes, optional
-    sha256 = "..."                                     # optional
+The recipe's `[checkpoint]` table names it (validated at load: `migrate.recipe.CheckpointSpec`).
 
 Bytes go to `<dest>.part`; an interrupted download resumes from there with an HTTP Range
 request; the file gets its real name only once its size (and hash, when known) check out.
@@ -21,10 +15,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
-from migrate.errors import MigrateError, RecipeError
+from migrate.errors import DownloadError
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".part"
@@ -35,18 +28,6 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 Progress = Callable[[int, int | None], None]
 
 
-class DownloadError(MigrateError):
-    """The checkpoint could not be downloaded completely (run again to resume)."""
-
-
-@dataclass(frozen=True)
-class CheckpointSpec:
-    url: str
-    path: str  # relative to the workspace
-    size: int | None = None
-    sha256: str | None = None
-
-
 @dataclass(frozen=True)
 class Downloaded:
     path: Path
@@ -54,36 +35,6 @@ class Downloaded:
     resumed_from: int  # bytes already on disk when this download started
     already_there: bool = False
     retries: int = 0  # connections cut and resumed during this download
-
-
-def checkpoint_spec(table: dict[str, Any] | None, source: Path | str) -> CheckpointSpec:
-    """Validate the recipe's raw `[checkpoint]` table (RecipeError names file and key)."""
-    if not table:
-        raise RecipeError(f"{source}: no [checkpoint] table: this recipe names no checkpoint")
-
-    def fail(key: str, why: str) -> RecipeError:
-        return RecipeError(f"{source}: [checkpoint] {key}: {why}")
-
-    unknown = sorted(set(table) - {"url", "path", "size", "sha256"})
-    if unknown:
-        raise fail(unknown[0], "unknown key (known: url, path, size, sha256)")
-    url, path = table.get("url"), table.get("path")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise fail("url", f"must be an http(s) URL, got {url!r}")
-    if not isinstance(path, str) or not path:
-        raise fail("path", "must be a relative path inside the workspace")
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts:
-        raise fail("path", f"must be a relative path inside the workspace, got {path!r}")
-    size = table.get("size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
-        raise fail("size", f"must be a positive number of bytes, got {size!r}")
-    digest = table.get("sha256")
-    if digest is not None and not (
-        isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)
-    ):
-        raise fail("sha256", "must be 64 lowercase hex digits")
-    return CheckpointSpec(url, path, size, digest)
 
 
 def download(

@@ -1,6 +1,6 @@
 """Writes GPU Migration logs in Habana's exact format, one file per process.
 
-A record is four lines (see shared/notes/gaudi-facts.md):
+A record is four lines, as Habana's GPU Migration writes them:
 
     [2024-01-02 10:00:00] train.py:12
         [context]:         x = x.cuda()

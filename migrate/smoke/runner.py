@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.errors import BadInput
+from migrate.recipe import SmokeSpec
 from migrate.smoke.device import Device, child_env
 from migrate.smoke.metrics import (
     Artifact,
@@ -34,7 +35,6 @@ from migrate.smoke.metrics import (
     timing_from_events,
 )
 from migrate.smoke.probe import EVENTS_ENV, TARGETS_ENV
-from migrate.smoke.spec import SmokeSpec, seed_of
 
 PROBE_MODULE = "migrate.smoke.probe"
 EVENTS_FILE = "events.jsonl"
@@ -43,6 +43,25 @@ LOGS_DIR = "logs"
 TAIL_LINES = 25
 
 EventHandler = Callable[[dict[str, Any]], None]
+
+
+def seed_of(argv: list[str], option: str | None) -> int | None:
+    """The seed the script gets: the last `--seed N` (or `--seed=N`) in its arguments."""
+    if option is None:
+        return None
+    seed: int | None = None
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == option and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(option + "="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            try:
+                seed = int(value)
+            except ValueError:
+                seed = None
+    return seed
 
 
 @dataclass
