@@ -55,15 +55,14 @@ def doctor(python: str, fmt: str, recipe: str, workspace: str | None) -> None:
     from pathlib import Path
 
     from migrate import doctor as lib
-    from migrate.models.checkpoint import checkpoint_spec
     from migrate.recipe import load_recipe
     from migrate.workspace import path_for
 
     loaded = load_recipe(recipe, check_patches=False)
     ws = path_for(loaded, workspace)
     ckpt_path, ckpt_size = ws, lib.CHECKPOINT_BYTES
-    if loaded.checkpoint:
-        spec = checkpoint_spec(loaded.checkpoint, loaded.path)
+    if loaded.checkpoint is not None:
+        spec = loaded.checkpoint
         ckpt_path, ckpt_size = ws / spec.path, spec.size or lib.CHECKPOINT_BYTES
     diagnosis = lib.diagnose(python, checkpoint_path=Path(ckpt_path), checkpoint_size=ckpt_size)
     if fmt == "json":
