@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "run": "migrate.commands.run:run",
     "checkpoint": "migrate.commands.checkpoint:checkpoint",
     "constraints": "migrate.commands.constraints:constraints",
+    "doctor": "migrate.commands.doctor:doctor",
 }
 
 
