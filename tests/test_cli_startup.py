@@ -33,7 +33,13 @@ def heavy_imports(*args: str) -> str:
 
 @pytest.mark.parametrize(
     "args",
-    [["--version"], ["apply", "--help"], ["fetch", "--help"], ["constraints", "--help"]],
+    [
+        ["--version"],
+        ["apply", "--help"],
+        ["fetch", "--help"],
+        ["constraints", "--help"],
+        ["init", "--help"],
+    ],
 )
 def test_fetch_apply_import_no_rich_torch_or_numpy(args: list[str]) -> None:
     assert heavy_imports(*args) == ""

@@ -6,8 +6,6 @@ import shlex
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from migrate.errors import BadInput
 from migrate.workspace import SOURCE_ENV
@@ -96,6 +94,9 @@ def init(
           --entry vae/main.py --smoke-args "--epochs 1"
       migrate apply --recipe recipes/vae.toml
     """
+    from rich.console import Console  # here, not at import: `migrate init --help` stays cheap
+    from rich.markup import escape
+
     from migrate.bootstrap.project import InitRequest, init_project
 
     try:
