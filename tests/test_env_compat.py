@@ -60,7 +60,7 @@ def test_seed_configuration_gets_numpy_1_and_transformers_4() -> None:
     reqs = [line.requirement for line in lines]
     assert reqs[:2] == ["torch==2.0.1", "torchvision==0.15.2"]
     assert "numpy<2" in reqs
-    assert "transformers<4.52" in reqs and "transformers<5" in reqs
+    assert "transformers<4.50" in reqs and "transformers<5" in reqs
 
 
 def test_todays_torch_gets_no_extra_limits() -> None:

@@ -41,9 +41,11 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "torch<2.1",
-        "transformers<4.52",
+        "transformers<4.50",
         "transformers 4.52 to 4.57 disable PyTorch below 2.1 ('PyTorch >= 2.1 is required'; "
-        "read in transformers/utils/import_utils.py of 4.52.4 and 4.57.6, absent in 4.51.3)",
+        "read in transformers/utils/import_utils.py of 4.52.4 and 4.57.6), and 4.50-4.51 "
+        "fail to import the upstream's T5EncoderModel/CLIPTextModel with torch 2.0.1 "
+        "(\"module 'torch' has no attribute 'compiler'\"; 4.49.0 imports them: issue 16)",
     ),
     Rule(
         "torch<2.6",
