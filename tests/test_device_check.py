@@ -151,6 +151,8 @@ def test_dry_run_shows_the_plan_and_runs_nothing(tmp_path: Path) -> None:
     done = script("--dry-run", "--out", str(tmp_path / "out"), "--", "--n_iter", "2")
     assert done.returncode == 0, done.stderr
     plan = [line for line in done.stdout.splitlines() if line.startswith("+ ")]
+    if plan and plan[0] == "+ migrate doctor":  # where this migrate has the command
+        plan = plan[1:]
     assert len(plan) == 4
     assert "--device cuda --model full -- --n_iter 2" in plan[0]
     assert "--run-id psnr-cpu --device cpu --model tiny" in plan[1]
