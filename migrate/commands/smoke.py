@@ -14,6 +14,7 @@ from migrate.commands.options import (
     model_option,
     passthrough,
     recipe_option,
+    repeat_option,
     runs_dir_option,
     timeout_option,
     workspace_option,
@@ -28,6 +29,7 @@ from migrate.commands.output import StageProgress, raise_if_failed, report_resul
 @device_option
 @model_option
 @ckpt_option
+@repeat_option("1")
 @timeout_option
 @runs_dir_option
 @click.option(
@@ -44,6 +46,7 @@ def smoke(
     device: str,
     model: str | None,
     ckpt: Path | None,
+    repeat: int | None,
     timeout: float | None,
     runs_dir: Path | None,
     run_id: str | None,
@@ -68,7 +71,12 @@ def smoke(
     loaded = load_recipe(recipe)
     ws = path_for(loaded, workspace)
     options = pipeline.RunOptions(
-        device=device, model=model, ckpt=ckpt, extra_args=passthrough(ctx), timeout=timeout
+        device=device,
+        model=model,
+        ckpt=ckpt,
+        extra_args=passthrough(ctx),
+        timeout=timeout,
+        repeat=repeat,
     )
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:
