@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -145,7 +146,8 @@ def position(details: dict[str, Any]) -> str:
     """`[n/N]`, with the round when there are several: `[round 2/3, 1/4]`."""
     where = f"{details.get('number', 1)}/{details.get('total', 1)}"
     rounds = details.get("rounds") or 1
-    return f"[round {details.get('round', 1)}/{rounds}, {where}]" if rounds > 1 else f"[{where}]"
+    text = f"[round {details.get('round', 1)}/{rounds}, {where}]" if rounds > 1 else f"[{where}]"
+    return escape(text)  # rich would read "[1/4]" as markup
 
 
 def stage_line(m: Any) -> str:
