@@ -5,8 +5,10 @@ order, so a slow minute on a shared machine hits all stages of that round alike.
 summarised by the median and quartiles of all steady batches (the first batch of each process
 pays compilation/warm-up and is kept apart). Two stages are compared round by round: the ratio
 is the geometric mean over rounds of (median latency of A in round r) / (median latency of B in
-round r), and its confidence interval comes from a two-level bootstrap (rounds resampled, then
-batches inside each resampled round), so both round-to-round drift and batch noise widen it.
+round r). Its 95% interval is the wider of two: a two-level bootstrap (rounds resampled, then
+batches inside each resampled round: batch noise) and Student's t interval of the mean log
+ratio over rounds (round-to-round drift; with 2-5 rounds a bootstrap alone cannot reach beyond
+the few values it has and is far too narrow, which is how a busy minute became a "verdict").
 
 The verdict is `same` when the interval contains 1 or the change is under `THRESHOLD`;
 otherwise `faster` or `slower`; `unknown` with fewer than `MIN_ROUNDS` rounds, since one
@@ -82,6 +84,22 @@ def verdict(ratio: float, ci_low: float, ci_high: float, threshold: float = THRE
     return FASTER if ratio > 1.0 else SLOWER
 
 
+# Student's t, two-sided 95%, by degrees of freedom (no scipy); 1.96 beyond the table.
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def _t_interval(log_ratios: Sequence[float]) -> tuple[float, float]:
+    """95% t interval of the mean log ratio over rounds, as ratios (n >= 2)."""
+    n = len(log_ratios)
+    mean = statistics.fmean(log_ratios)
+    half = (_T975[n - 2] if n - 2 < len(_T975) else 1.96) * statistics.stdev(log_ratios) / n**0.5
+    return math.exp(mean - half), math.exp(mean + half)
+
+
 def _geomean(values: Sequence[float]) -> float:
     return math.exp(statistics.fmean(math.log(v) for v in values))
 
@@ -119,5 +137,10 @@ def paired_ratio(
         estimates.append(_geomean(ratios))
     tail = (1.0 - CONFIDENCE) / 2
     low, high = quantile(estimates, tail), quantile(estimates, 1.0 - tail)
+    if len(pairs) >= 2:  # with few rounds the bootstrap interval is too narrow: widen it
+        t_low, t_high = _t_interval(
+            [math.log(statistics.median(b) / statistics.median(a)) for b, a in pairs]
+        )
+        low, high = min(low, t_low), max(high, t_high)
     judged = verdict(point, low, high, threshold) if len(pairs) >= MIN_ROUNDS else UNKNOWN
     return Ratio(point, low, high, judged, len(pairs))

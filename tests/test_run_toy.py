@@ -218,6 +218,39 @@ def test_resume_skips_done_stages_and_redoes_missing_ones(toy: dict[str, Path]) 
     assert metrics(run / "compat")["timing"]["steps"] == 3 * 2
 
 
+def test_smoke_repeat_rounds_and_smoke_runs_are_never_the_latest_run(
+    toy: dict[str, Path],
+) -> None:
+    from migrate.pipeline import latest_run
+
+    before = latest_run(toy["runs"])
+    done = migrate(
+        "smoke",
+        "compat",
+        "--recipe",
+        str(RECIPE),
+        "--workspace",
+        str(toy["ws"]),
+        "--runs-dir",
+        str(toy["runs"]),
+        "--device",
+        "cpu",
+        "--run-id",
+        "smoked",
+        "--repeat",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr
+    smoked = toy["runs"] / "smoked"
+    assert metrics(smoked / "compat")["status"] == "ok"
+    assert metrics(smoked / "compat" / "round-2")["status"] == "ok"
+    assert "[round 2/2, 1/1]" in done.stderr
+    assert json.loads((smoked / "run.json").read_text())["kind"] == "smoke"
+    assert latest_run(toy["runs"]) == before != smoked
+    report = json.loads(migrate("compare", str(smoked), "--format", "json").stdout)
+    assert report["stages"][0]["rounds"] == 2 and report["stages"][0]["latency"]["n"] == 4
+
+
 def test_a_run_refused_for_edits_leaves_no_run_folder(toy: dict[str, Path]) -> None:
     ws = toy["ws"]
     edited = ws / "toy" / "model.py"

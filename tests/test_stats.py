@@ -100,3 +100,14 @@ def test_report_json_stages_schema_from_rounds(tmp_path: Path) -> None:
     assert any("load average 2.0–4.0 on 2 CPUs" in n for n in data["notes"])
     md = compare.render(compare.load_run(run), "md")
     assert "≈ same" in md and "3/3" in md
+
+
+def test_three_disagreeing_rounds_are_not_a_verdict() -> None:
+    """The busy-machine case seen on the real upstream: the later stage was slower in each of
+    3 rounds, but by 1.3x, 1.6x and 3.2x. A bootstrap over 3 rounds alone called it `slower`;
+    the t interval over rounds shows the spread is too wide for a verdict."""
+    before = [[14.0, 14.1], [5.4, 5.3], [2.8, 2.9]]
+    after = [[17.9, 18.0], [8.8, 8.7], [9.1, 9.0]]
+    r = paired_ratio(before, after)
+    assert r is not None and r.ratio < 0.7
+    assert r.verdict == "same" and r.ci_low < 0.3 and r.ci_high > 1.0
