@@ -2,7 +2,8 @@
 
 Reads a run folder (`run.json` plus one `metrics.json` per stage) and derives, per stage in
 recipe order: patch statistics, status, timings and speed-ups, memory, whether the samples
-are byte-identical to the previous stage's (PSNR when they are not), and the migration-log
+are byte-identical to the previous stage's (if not: how many differ, and the lowest PSNR among
+them), and the migration-log
 counts by tag with what changed against the previous stage. Rendered as a plain table
 (rows of strings for the CLI), PR-ready Markdown, a self-contained HTML page with every
 stage's sample grid, or JSON. Two runs (say CPU and CUDA) compare stage by stage too.
@@ -35,7 +36,9 @@ class StageReport:
 
     metrics: StageMetrics  # round 1 (samples, logs, patch: what the other columns show)
     identical_to_previous: bool | None = None  # None: first stage, or nothing to compare
-    psnr_previous: float | None = None  # dB over matching samples; inf when identical
+    psnr_previous: float | None = None  # lowest dB among the differing samples; inf if identical
+    samples_differ_previous: int | None = None  # samples (in order) whose bytes differ
+    samples_compared_previous: int | None = None  # pairs compared: the shorter list's length
     log_by_tag: dict[str, int] = field(default_factory=dict)
     log_changes: dict[str, Any] | None = None  # call sites added/removed/changed, "apis"
     rounds: list[StageMetrics] = field(default_factory=list)  # every round, round 1 first
@@ -73,7 +76,9 @@ class CrossStage:
     a: StageMetrics | None
     b: StageMetrics | None
     identical: bool | None = None
-    psnr: float | None = None
+    psnr: float | None = None  # lowest among the differing samples; inf if identical
+    differ: int | None = None  # samples whose bytes differ, of `compared` pairs
+    compared: int | None = None
     speedup: float | None = None  # a latency / b latency: >1 means b is faster
 
 
@@ -98,9 +103,10 @@ def load_run(run_dir: Path) -> RunReport:
         _measure(report, run_dir / name)
         if stages:
             prev, first = stages[-1], stages[0]
-            report.identical_to_previous, report.psnr_previous = _same_samples(
-                run_dir / prev.name, prev.metrics, run_dir / name, metrics
-            )
+            match = _same_samples(run_dir / prev.name, prev.metrics, run_dir / name, metrics)
+            report.identical_to_previous, report.psnr_previous = match.identical, match.psnr
+            report.samples_differ_previous = match.differ
+            report.samples_compared_previous = match.compared
             report.vs_prev = paired_ratio(prev.steady_by_round(), report.steady_by_round())
             report.vs_first = paired_ratio(first.steady_by_round(), report.steady_by_round())
             report.log_changes = _log_changes(
@@ -120,7 +126,9 @@ def cross(a: RunReport, b: RunReport) -> list[CrossStage]:
         ma, mb = by_a.get(name), by_b.get(name)
         row = CrossStage(name, ma, mb)
         if ma and mb:
-            row.identical, row.psnr = _same_samples(a.run_dir / name, ma, b.run_dir / name, mb)
+            match = _same_samples(a.run_dir / name, ma, b.run_dir / name, mb)
+            row.identical, row.psnr = match.identical, match.psnr
+            row.differ, row.compared = match.differ, match.compared
             row.speedup = _ratio(_latency(ma), _latency(mb))
         rows.append(row)
     return rows
@@ -180,19 +188,32 @@ def _ratio(before: float | None, after: float | None) -> float | None:
     return before / after if before and after else None
 
 
-def _same_samples(
-    dir_a: Path, a: StageMetrics, dir_b: Path, b: StageMetrics
-) -> tuple[bool | None, float | None]:
-    """Byte-identical sample lists? If not, the mean PSNR over samples of the same name."""
+@dataclass(frozen=True)
+class SampleMatch:
+    """Two stages' samples compared pair by pair, in order."""
+
+    identical: bool | None  # None: a side has no samples
+    psnr: float | None = None  # lowest among the differing pairs; inf when identical
+    differ: int | None = None  # pairs whose bytes differ
+    compared: int | None = None  # pairs compared (the shorter list's length)
+
+
+def _same_samples(dir_a: Path, a: StageMetrics, dir_b: Path, b: StageMetrics) -> SampleMatch:
+    """Byte-identical sample lists? If not, how many pairs differ and their lowest PSNR.
+
+    The lowest, not the mean: one identical pair has an infinite PSNR, which would make the
+    mean infinite while another sample differs.
+    """
     if not a.samples or not b.samples:
-        return None, None
-    if [s.sha256 for s in a.samples] == [s.sha256 for s in b.samples]:
-        return True, math.inf
-    pairs = [
-        (dir_a / sa.path, dir_b / sb.path) for sa, sb in zip(a.samples, b.samples, strict=False)
+        return SampleMatch(None)
+    pairs = list(zip(a.samples, b.samples, strict=False))
+    differing = [(sa, sb) for sa, sb in pairs if sa.sha256 != sb.sha256]
+    if not differing and len(a.samples) == len(b.samples):
+        return SampleMatch(True, math.inf, 0, len(pairs))
+    values = [
+        v for sa, sb in differing if (v := psnr(dir_a / sa.path, dir_b / sb.path)) is not None
     ]
-    values = [v for pa, pb in pairs if (v := psnr(pa, pb)) is not None]
-    return False, (sum(values) / len(values) if values else None)
+    return SampleMatch(False, min(values) if values else None, len(differing), len(pairs))
 
 
 def psnr(path_a: Path, path_b: Path) -> float | None:
@@ -272,12 +293,22 @@ def _mb(m: StageMetrics) -> str:
     return "-" if m.memory.peak_rss_mb is None else f"{m.memory.peak_rss_mb:.0f} MB (RSS)"
 
 
-def _same(ident: bool | None, value: float | None) -> str:
+def _same(
+    ident: bool | None, value: float | None, differ: int | None = None, compared: int | None = None
+) -> str:
+    """'identical', or how many samples differ and the worst (lowest) PSNR among them."""
     if ident is None:
         return "-"
     if ident:
         return "identical"
-    return f"differ (PSNR {value:.1f} dB)" if value is not None else "differ"
+    if differ is None or compared is None:
+        return "differ"
+    if not differ:  # the pairs match; one side has more samples
+        return f"differ in number (the {compared} in common are identical)"
+    text = f"{differ} of {compared} differ"
+    if value is None:
+        return text
+    return text + (" (pixels identical)" if math.isinf(value) else f" (lowest PSNR {value:.1f} dB)")
 
 
 def _tags(counts: dict[str, int]) -> str:
@@ -353,7 +384,12 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 _vs(s.vs_prev),
                 _vs(s.vs_first),
                 _mb(m),
-                _same(s.identical_to_previous, s.psnr_previous),
+                _same(
+                    s.identical_to_previous,
+                    s.psnr_previous,
+                    s.samples_differ_previous,
+                    s.samples_compared_previous,
+                ),
                 _tags(s.log_by_tag),
                 _changes(s.log_changes),
             ]
@@ -387,7 +423,7 @@ def cross_rows(rows: list[CrossStage]) -> tuple[list[str], list[list[str]]]:
                 _s(_latency(r.a)) if r.a else "-",
                 _s(_latency(r.b)) if r.b else "-",
                 _x(r.speedup),
-                _same(r.identical, r.psnr),
+                _same(r.identical, r.psnr, r.differ, r.compared),
             ]
         )
     return CROSS_HEADERS, out
@@ -561,6 +597,8 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
                     "stage": r.stage,
                     "identical": r.identical,
                     "psnr": "inf" if r.psnr is not None and math.isinf(r.psnr) else r.psnr,
+                    "samples_differ": r.differ,
+                    "samples_compared": r.compared,
                     "speedup": r.speedup,
                 }
                 for r in cross(report, against)
@@ -612,7 +650,13 @@ def render_html(report: RunReport, against: RunReport | None = None) -> str:
                 img = f'<img src="{_data_uri(grid)}" alt="{h(s.name)} grid">'
             else:
                 img = f"<pre>{h(m.stderr_tail or m.reason or 'no grid')}</pre>"
-            caption = f"{s.name}: {m.status}; {_same(s.identical_to_previous, s.psnr_previous)}"
+            same = _same(
+                s.identical_to_previous,
+                s.psnr_previous,
+                s.samples_differ_previous,
+                s.samples_compared_previous,
+            )
+            caption = f"{s.name}: {m.status}; {same}"
             cells.append(f"<figure>{img}<figcaption>{h(caption)}</figcaption></figure>")
         return f'<div class="grids">{"".join(cells)}</div>'
 

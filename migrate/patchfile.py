@@ -22,6 +22,9 @@ DIFF_START = re.compile(r"^(diff --git |--- )")
 # Paths named on git's extended header lines (renames/copies), beside ---/+++.
 EXTENDED_PATH = re.compile(r"^(rename from|rename to|copy from|copy to) (.+)$")
 DEP3_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):\s?(.*)$")
+# A path component git treats as `.git` (its verify_path, core.protectNTFS, on by default):
+# any case, trailing dots/spaces, the 8.3 short name `git~1`, an NTFS stream (`:...`).
+DOTGIT_PART = re.compile(r"(?:\.git|git~1)[. ]*(?::.*)?", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,6 @@ def _safe_path(patch: Path, lineno: int | None, raw: str, strip: int) -> str:
         raise PatchError(f"{where}: empty path in '{raw}'")
     if ".." in parts:
         raise PatchError(f"{where}: path '{name}' escapes the repository ('..'); refused")
-    if any(part.lower() == ".git" for part in parts):
+    if any(DOTGIT_PART.fullmatch(part) for part in parts):
         raise PatchError(f"{where}: path '{name}' touches .git/; refused")
     return str(PurePosixPath(*parts))

@@ -251,7 +251,7 @@ def valid_stage_name(name: str) -> bool:
     no `.lock` suffix. `upstream` is reserved for the pinned commit.
     """
     return (
-        bool(STAGE_NAME_RE.match(name))
+        STAGE_NAME_RE.fullmatch(name) is not None
         and ".." not in name
         and not name.endswith((".", ".lock"))
         and name not in RESERVED_STAGE_NAMES
@@ -272,7 +272,9 @@ class Table:
         return f"{self.where}.{key}" if self.where and key else self.where or key
 
     def fail(self, key: str, problem: str) -> RecipeError:
-        return RecipeError(f"{self.path}: {self.key(key)}: {problem}")
+        """One line, even when the bad value or key holds a newline."""
+        text = f"{self.path}: {self.key(key)}: {problem}"
+        return RecipeError(text.replace("\r", "\\r").replace("\n", "\\n"))
 
     def only(self, allowed: set[str]) -> None:
         """Refuse the first unknown key (typos fail at load, not when the key is needed)."""
@@ -347,7 +349,7 @@ def _validate(path: Path, data: dict[str, Any], check_patches: bool) -> Recipe:
     top.only(TOP_KEYS)
     upstream = top.required("upstream")
     commit = top.required("commit")
-    if not COMMIT_RE.match(commit):
+    if not COMMIT_RE.fullmatch(commit):  # not match: `$` also matches before a final \n
         raise top.fail("commit", f"'{commit}' is not a full 40-hex lowercase commit id")
     top.check(
         "sparse",
@@ -392,7 +394,7 @@ def _validate(path: Path, data: dict[str, Any], check_patches: bool) -> Recipe:
             raise entry.fail("patch", f"patch file {patch} does not exist")
         meta = entry.sub("meta")
         for key, value in meta.data.items():
-            if not DEP3_KEY_RE.match(key) or not isinstance(value, str):
+            if not DEP3_KEY_RE.fullmatch(key) or not isinstance(value, str):
                 raise meta.fail(key, 'DEP-3 fields are Name = "text"')
         stages.append(Stage(stage_name, description.strip(), patch, dict(meta.data)))
     return Recipe(
@@ -437,7 +439,7 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
     for key in sorted(PROBE_KEYS):
         targets = probe_table.strings(key, one_ok=True)
         for target in targets:
-            if not _TARGET.match(target):
+            if not _TARGET.fullmatch(target):
                 raise probe_table.fail(key, f"{target!r} is not 'module:Qualified.name'")
         probe[key] = targets
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from clirun import migrate
 from test_audit_parse import REC1, REC2, REC3, write
 
@@ -59,6 +60,25 @@ def test_diff_sites_and_apis(tmp_path: Path) -> None:
     tags = {c["tag"]: c["status"] for c in data["by_tag"]}
     assert tags == {"cpu_match": "added"}  # hpu_match: 3 on both sides
     assert data["unchanged"]["tags"] == 2
+
+
+@pytest.mark.parametrize(
+    ("after", "where"),
+    [
+        (REC1.replace("train.py:12", "other.py:40"), "another file"),
+        (REC1.replace("train.py:12", "train.py:40").replace("Tensor.cuda(", "Tensor.to("), "API"),
+    ],
+)
+def test_moved_pairs_only_the_same_file_and_api(tmp_path: Path, after: str, where: str) -> None:
+    """Same source text in another file, or for another API: removed + added, never moved."""
+    write(tmp_path, REC1, "a/gpu_migration_1.log")
+    write(tmp_path, after, "b/gpu_migration_1.log")
+    data = logdiff.diff([tmp_path / "a"], [tmp_path / "b"]).to_json()
+    statuses = sorted(
+        (s["status"], s["path"], s["line_before"], s["line_after"]) for s in data["call_sites"]
+    )
+    new_path = "other.py" if where == "another file" else "train.py"
+    assert statuses == [("added", new_path, None, 40), ("removed", "train.py", 12, None)]
 
 
 def test_identical_runs_have_no_differences(tmp_path: Path) -> None:

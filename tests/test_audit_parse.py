@@ -89,6 +89,25 @@ def test_non_utf8_bytes_are_replaced_not_fatal(tmp_path: Path) -> None:
     assert result.records[0].context == "        x = x.cuda()  # caf\ufffd \ufffd"
 
 
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+def test_complete_last_record_without_final_newline_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str, chunk: int
+) -> None:
+    """A log cut right after its last tag line (no newline, no blank line) loses nothing."""
+    monkeypatch.setattr(logparse, "CHUNK_BYTES", chunk)
+    text = (REC1 + REC2).rstrip("\n").replace("\n", ending)
+    log = write(tmp_path, text)
+    result = parse(log)
+    assert result.malformed == []
+    assert [(r.line, r.replacement) for r in result.records] == [
+        (12, "torch.Tensor.to(device=hpu, non_blocking=False)"),
+        (700, "change backend to hccl"),
+    ]
+    tally = logparse.tally_fields(log)  # the reports' fast path
+    assert sorted(t.count for t in tally.values()) == [1, 1]
+
+
 def test_truncated_last_record_is_reported_with_line_numbers(tmp_path: Path) -> None:
     log = write(tmp_path, REC1 + "[2024-01-02 10:00:05] train.py:99\n    [context]:     y = y.cu")
     result = parse(log)
@@ -291,6 +310,8 @@ def test_iter_fields_matches_iter_records(tmp_path: Path) -> None:
         ("scripts/txt2img.py", None, "project"),
         ("/work/ws/ldm/models/ddim.py", "/work/ws", "project"),
         ("/work/ws/ldm/models/ddim.py", None, "unknown"),
+        ("/work/ws2/ldm/models/ddim.py", "/work/ws", "unknown"),  # a sibling, not inside
+        ("/work/ws2/ldm/models/ddim.py", "/work/ws/", "unknown"),
         ("/usr/lib/python3/dist-packages/torch/nn/modules/module.py", None, "torch"),
         ("/venv/lib/python3.11/site-packages/torch/serialization.py", "/venv", "torch"),
         ("/venv/lib/python3.11/site-packages/pytorch_lightning/core.py", None, "third_party"),

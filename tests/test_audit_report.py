@@ -104,6 +104,29 @@ def test_aggregation(tmp_path: Path) -> None:
     assert data["malformed_total"] == 1
 
 
+def test_counts_are_ordered_by_count_then_name(tmp_path: Path) -> None:
+    """Most records first, whatever the names: the alphabetical order is the reverse here."""
+    log = write(tmp_path, REC3 * 4 + REC2 * 2 + REC1)
+    report = logreport.build(log)
+    data = report.to_json()
+    assert list(data["by_api"].items()) == [
+        ("torch.cuda.nvtx.range_push", 4),
+        ("torch.distributed.init_process_group", 2),
+        ("torch.Tensor.cuda", 1),
+    ]
+    assert list(data["by_tag"]) == ["hpu_mismatch", "hpu_match"]
+    assert list(data["by_file"]) == [
+        "scripts/txt2img.py",
+        "/usr/lib/python3.10/site-packages/torch/distributed/c10d.py",
+        "train.py",
+    ]
+    # A cut table keeps the most frequent rows, not the first names.
+    md = logreport.render_markdown(report, limit=1)
+    api_section = md.split("### By API")[1].split("###")[0]
+    assert "torch.cuda.nvtx.range_push" in api_section
+    assert "torch.Tensor.cuda" not in api_section and "2 more not shown" in api_section
+
+
 def test_json_is_deterministic(tmp_path: Path) -> None:
     logs = sample(tmp_path)
     assert logreport.build(logs).to_json() == logreport.build(logs).to_json()

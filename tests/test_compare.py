@@ -108,6 +108,74 @@ def test_psnr_when_samples_differ(tmp_path: Path) -> None:
     )
 
 
+def stage_with_samples(run: Path, name: str, samples: list[np.ndarray]) -> StageMetrics:
+    """A finished stage whose samples are the given images, in order."""
+    folder = run / name
+    files = [
+        png(folder / "out" / "samples" / f"{i:05}.png", pixels, folder)
+        for i, pixels in enumerate(samples)
+    ]
+    metrics = StageMetrics(
+        run_id=run.name,
+        stage=name,
+        status="ok",
+        reason=None,
+        device=DeviceInfo("cpu", "cpu", "cpu"),
+        model=ModelInfo("tiny", "ldm", True),
+        patch=PatchInfo(),
+        timing=Timing(batch_s=[1.0], first_batch_s=1.0),
+        samples=files,
+    )
+    metrics.write(folder)
+    return metrics
+
+
+def test_every_sample_is_compared_and_the_worst_psnr_is_reported(tmp_path: Path) -> None:
+    """Sample 0 identical, 1 and 2 differ (2 more): not identical; 2 of 3 differ; the PSNR
+    shown is sample 2's, not a mean that sample 0's infinite PSNR makes infinite."""
+    run = tmp_path / "runs" / "r"
+    base = np.full((8, 8, 3), 100.0)
+    slightly, badly = base.copy(), base.copy()
+    slightly[0, 0, 0] += 1
+    badly[:4] += 50
+    stage_with_samples(run, "a", [base, base, base])
+    stage_with_samples(run, "b", [base, slightly, badly])
+    (run / "run.json").write_text(json.dumps({"order": ["a", "b"]}))
+    b = compare.load_run(run).stages[1]
+    files = [run / x / "out" / "samples" / "00002.png" for x in ("a", "b")]
+    worst = compare.psnr(*files)
+    assert worst is not None and math.isfinite(worst)
+    assert b.identical_to_previous is False
+    assert (b.samples_differ_previous, b.samples_compared_previous) == (2, 3)
+    assert b.psnr_previous == pytest.approx(worst)
+    row = compare.table_rows(compare.load_run(run))[1][1]
+    assert f"2 of 3 differ (lowest PSNR {worst:.1f} dB)" in row
+    data = json.loads(compare.render(compare.load_run(run), "json"))["stages"][1]
+    assert data["psnr_previous"] == pytest.approx(worst) and data["samples_differ_previous"] == 2
+
+
+def test_only_a_first_sample_in_common_is_not_identical(tmp_path: Path) -> None:
+    """Same first sample, different second one; and a run with fewer samples."""
+    run = tmp_path / "runs" / "r"
+    base = np.full((8, 8, 3), 100.0)
+    stage_with_samples(run, "a", [base, base])
+    stage_with_samples(run, "b", [base, base + 1])
+    stage_with_samples(run, "c", [base])
+    (run / "run.json").write_text(json.dumps({"order": ["a", "b", "c"]}))
+    report = compare.load_run(run)
+    assert [s.identical_to_previous for s in report.stages] == [None, False, False]
+    assert report.stages[1].samples_differ_previous == 1
+    assert report.stages[2].samples_differ_previous == 0  # b's first sample is c's only one
+    headers, rows = compare.table_rows(report)
+    cells = [row[headers.index("Samples vs prev")] for row in rows]
+    one_level = 10 * math.log10(255**2 / 1)  # every pixel off by 1: MSE 1
+    assert cells == [
+        "-",
+        f"1 of 2 differ (lowest PSNR {one_level:.1f} dB)",
+        "differ in number (the 1 in common are identical)",
+    ]
+
+
 def test_two_runs_and_formats(run: Path, tmp_path: Path) -> None:
     other = tmp_path / "runs" / "r2"
     base = np.full((8, 8, 3), 100.0)

@@ -19,7 +19,7 @@ import pytest
 from conftest import git
 from test_stack import FILES, ONE, THREE, TWO, Project, build_project
 
-from migrate import stack
+from migrate import patchfile, stack
 
 
 @pytest.fixture
@@ -60,6 +60,20 @@ def test_force_saves_the_edits_first(project: Project) -> None:
     assert (project.ws / "a.txt").read_text() == FILES["a.txt"]
 
 
+def test_force_saves_staged_edits_too(project: Project) -> None:
+    """changes.patch is `git diff HEAD`: an edit already staged with `git add` is in it."""
+    (project.ws / "a.txt").write_text("staged edit\n")
+    git(project.ws, "add", "a.txt")
+    (project.ws / "pkg/mod.py").write_text("unstaged edit\n")
+    result = project.cli("apply", "one", "--force")
+    assert result.exit_code == 0, result.output
+    saved = Path(result.output.split("saved your edits to ")[1].split(" (")[0])
+    patch = (saved / "changes.patch").read_text()
+    assert "+staged edit" in patch and "+unstaged edit" in patch
+    assert (saved / "files" / "a.txt").read_text() == "staged edit\n"
+    assert stack.applied_stages(project.load(), project.ws) == ["one"]
+
+
 def test_apply_force_saves_then_applies(project: Project) -> None:
     (project.ws / "pkg/mod.py").write_text("edited\n")
     result = project.cli("apply", "--force")
@@ -98,8 +112,31 @@ def test_user_commits_on_top_are_not_moved(project: Project) -> None:
 UNSAFE = {
     "absolute": ("--- /etc/hosts\n+++ /etc/hosts\n@@ -1 +1 @@\n-a\n+b\n", "absolute path"),
     "dotdot": ("--- a/../outside.txt\n+++ b/../outside.txt\n@@ -0,0 +1 @@\n+x\n", "'..'"),
+    "dotdot-inside": (
+        "--- /dev/null\n+++ b/pkg/../../outside.txt\n@@ -0,0 +1 @@\n+x\n",
+        "'..'",
+    ),
     "dotgit": (
         "--- /dev/null\n+++ b/.git/hooks/post-commit\n@@ -0,0 +1 @@\n+echo owned\n",
+        "touches .git/",
+    ),
+    # git refuses these too, but only when it applies them (exit 1, "does not apply"):
+    # the project's own check must refuse them first, as bad input (exit 2).
+    "dotgit-upper": (
+        "--- /dev/null\n+++ b/.GIT/hooks/post-commit\n@@ -0,0 +1 @@\n+echo owned\n",
+        "touches .git/",
+    ),
+    "dotgit-mixed-case-nested": (
+        "diff --git a/sub/.Git/config b/sub/.Git/config\nnew file mode 100644\n"
+        "--- /dev/null\n+++ b/sub/.Git/config\n@@ -0,0 +1 @@\n+x\n",
+        "touches .git/",
+    ),
+    "dotgit-trailing-dot": (
+        "--- /dev/null\n+++ b/.git./hooks/post-commit\n@@ -0,0 +1 @@\n+echo owned\n",
+        "touches .git/",
+    ),
+    "dotgit-short-name": (
+        "--- /dev/null\n+++ b/GIT~1/hooks/post-commit\n@@ -0,0 +1 @@\n+echo owned\n",
         "touches .git/",
     ),
     "rename": (
@@ -138,6 +175,14 @@ def test_unsafe_patches_are_refused_before_writing(tmp_path: Path, make_repo, ki
     assert git(project.ws, "status", "--porcelain") == ""
     assert before["pkg/mod.py"] == (project.ws / "pkg/mod.py").read_text()
     assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "x.txt").exists()
+
+
+def test_names_that_only_look_like_dotgit_are_accepted(tmp_path: Path) -> None:
+    """The .git check refuses git's aliases of `.git`, not every name that starts alike."""
+    names = [".github/workflows/ci.yml", ".gitignore", "legit~1/x", "a/.git~1", "b/.gits/x"]
+    text = "".join(f"--- /dev/null\n+++ b/{n}\n@@ -0,0 +1 @@\n+x\n" for n in names)
+    (tmp_path / "ok.patch").write_text(text)
+    assert patchfile.parse(tmp_path / "ok.patch").files == sorted(names)
 
 
 def test_patch_through_a_symlink_is_refused(tmp_path: Path, make_repo) -> None:
