@@ -449,7 +449,8 @@ LEGEND = [
     "Steady batch: median [25th–75th percentile] of every later batch of every round; n batches.",
     "Samples/s: samples per batch / the steady median.",
     "vs prev, vs first: speed-up (earlier latency / this latency; above 1 is faster), paired by "
-    "round, with a 95% bootstrap interval. ≈ same: the interval contains 1 or the change is "
+    "round, with a 95% interval (bootstrap, widened to Student's t over rounds). "
+    "≈ same: the interval contains 1 or the change is "
     f"under {THRESHOLD:.0%}; ▲ faster / ▼ slower otherwise; ? unknown: fewer than "
     f"{MIN_ROUNDS} rounds.",
     "Device: where the script ran. 'GPU Migration emulated': no Gaudi; migrate's emulator of "
