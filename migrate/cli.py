@@ -8,17 +8,19 @@ rendered here, in one place: one line and an exit code, a traceback only with --
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from migrate import __version__
 from migrate.errors import MigrateError
 
+COMPLETE_VAR = "_MIGRATE_COMPLETE"  # eval "$(_MIGRATE_COMPLETE=bash_source migrate)"
+
 # name -> "module:attribute"; the order is the order of `migrate --help`.
 COMMANDS: dict[str, str] = {
+    "init": "migrate.commands.init:init",
     "recipes": "migrate.commands.recipes:recipes",
     "stages": "migrate.commands.stages:stages",
     "fetch": "migrate.commands.fetch:fetch",
@@ -34,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "compare": "migrate.commands.compare:compare",
     "run": "migrate.commands.run:run",
     "checkpoint": "migrate.commands.checkpoint:checkpoint",
+    "constraints": "migrate.commands.constraints:constraints",
+    "doctor": "migrate.commands.doctor:doctor",
 }
 
 
@@ -82,13 +86,19 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     debug = False
     try:
+        # Shell completion (README): click does it in cli.main(), which this entry point skips.
+        instruction = os.environ.get(COMPLETE_VAR)
+        if instruction:
+            from click.shell_completion import shell_complete
+
+            sys.exit(shell_complete(cli, {}, "migrate", COMPLETE_VAR, instruction))
         with cli.make_context("migrate", args) as ctx:
             debug = bool(ctx.params.get("debug"))
             code = cli.invoke(ctx)
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except click.exceptions.Abort:
-        Console(stderr=True).print("[red]aborted[/red]")
+        click.secho("aborted", fg="red", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -98,11 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     except MigrateError as exc:
         if debug:
             raise
-        # soft_wrap: the message stays one line when piped; escape: messages quote code.
-        Console(stderr=True, highlight=False, soft_wrap=True).print(
-            f"[bold red]error:[/bold red] {escape(str(exc))}"
-        )
+        # One line, never wrapped; click, not rich: start-up time is paid by every command.
+        click.echo(f"{click.style('error:', fg='red', bold=True)} {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        Console(stderr=True).print("[red]interrupted[/red]")
+        click.secho("interrupted", fg="red", err=True)
         sys.exit(130)

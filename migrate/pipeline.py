@@ -15,7 +15,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def _check_run_id(run_id: str | None) -> None:
 
 def new_run_dir(runs_dir: Path) -> Path:
     """Create a run folder named by UTC time (sortable), suffixed when the second is taken."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     runs_dir.mkdir(parents=True, exist_ok=True)
     run_id, n = stamp, 1
     while True:
@@ -157,7 +157,7 @@ def prepare_model(
     prepared = prepare(
         spec.builder,
         ws,
-        size,
+        spec.builder_size(size),
         run_dir / "model",
         options.python,
         seed=options.seed,
@@ -220,6 +220,22 @@ def patch_info(recipe: Recipe, upto: str) -> PatchInfo:
     return info
 
 
+def record_edits(ws: Path, patch: PatchInfo) -> None:
+    """Put the workspace's uncommitted edits (tracked files) into `patch`: dirty, diff hash.
+
+    A smoke of an edited workspace measures the edits too; recorded, it cannot pass for
+    the clean stage (and its --resume key differs).
+    """
+    from migrate import git, workspace
+
+    edited = workspace.changes(ws, untracked=False).modified
+    diff = git.run(ws, "diff", "--binary", "--no-color", "--no-ext-diff", "HEAD").stdout
+    patch.dirty = bool(edited)
+    patch.edited = edited
+    raw = diff.encode("utf-8", "surrogateescape")
+    patch.edits_sha256 = hashlib.sha256(raw).hexdigest() if edited else None
+
+
 def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOptions) -> str:
     """What decides a stage's output: same key, same result (for --resume)."""
     material = {
@@ -232,6 +248,8 @@ def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOp
         "extra": options.extra_args,
         "python": options.python,
     }
+    if patch.dirty:  # only then: the keys of clean results stay what they were
+        material["edits"] = patch.edits_sha256
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -267,6 +285,7 @@ def smoke_stage(
     """
     patch = patch_info(recipe, stage) if stage in {s.name for s in recipe.stages} else PatchInfo()
     patch.offsets = list(offsets or [])
+    record_edits(ws, patch)
     stage_dir = round_dir(run_dir, stage, round_no)
     if stage_dir.exists():
         shutil.rmtree(stage_dir)  # our own earlier result for this stage, being redone
@@ -573,7 +592,7 @@ def _write_run_file(
             "stages": known + [s for s in stages if s not in known],
             "order": [UPSTREAM, *(s.name for s in recipe.stages)],
             "kind": data.get("kind", kind),
-            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )
     data.setdefault("started", data["updated"])

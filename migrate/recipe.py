@@ -3,7 +3,9 @@
 A recipe is data (`recipes/<name>.toml`), validated on load so that a typo fails at once
 with one line naming the file and the key, not halfway through a stage. The project root
 is the recipe file's folder's parent: patches live in `<root>/patches/<recipe>/` and the
-default workspace is `<root>/upstream/<recipe>/`.
+default workspace is `<home>/upstream/<recipe>/`, where home is the root, or the current
+directory for the recipes shipped inside an installed wheel (`migrate.locations`). A name is
+looked up in `./recipes/` first, then in the shipped recipes.
 
 Example::
 
@@ -35,15 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
+from migrate import locations, toml
 from migrate.errors import RecipeError
 
-# The repository this package lives in: where the shipped recipes are.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The repository this package lives in, or the installed package's data folder.
+PROJECT_ROOT = locations.shipped()
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 # Stage names become git tags (stage/<name>) and folder names: plain characters, and a valid
@@ -116,6 +114,8 @@ class SmokeSpec:
 
     [smoke.models.tiny]                  # per model size: extra arguments
     args = ["--H", "64", "--W", "64", "--ddim_steps", "5"]
+    [smoke.models.guide]                 # a named variant: its own arguments, and
+    size = "full"                        #   the builder's model it runs (default: its name)
 
     [smoke.probe]                        # "module:Qualified.name" callables timed in-process
     batch = ["ldm.models.diffusion.ddim:DDIMSampler.sample"]
@@ -126,6 +126,7 @@ class SmokeSpec:
     args: list[str]
     models: dict[str, list[str]]
     default_model: str
+    model_sizes: dict[str, str] = field(default_factory=dict)  # variant -> builder's size
     outdir_option: str = "--outdir"
     seed_option: str | None = "--seed"
     samples: str = "samples/*.png"
@@ -144,6 +145,10 @@ class SmokeSpec:
                 f"model size {model!r} is not in the recipe's [smoke.models] ({known})"
             )
         return list(self.models[model])
+
+    def builder_size(self, model: str) -> str:
+        """The builder's model (e.g. tiny, full) a variant runs: its `size`, else its name."""
+        return self.model_sizes.get(model, model)
 
 
 @dataclass(frozen=True)
@@ -179,8 +184,13 @@ class Recipe:
     description: str = ""
 
     @property
+    def home(self) -> Path:
+        """Where `upstream/` and `runs/` go by default (the current directory for a wheel's)."""
+        return locations.home_for(self.root)
+
+    @property
     def default_workspace(self) -> Path:
-        return self.root / "upstream" / self.name
+        return self.home / "upstream" / self.name
 
     @property
     def patch_dir(self) -> Path:
@@ -213,17 +223,32 @@ class Recipe:
         return self.checkpoint
 
 
-def resolve(name_or_path: str | Path, root: Path = PROJECT_ROOT) -> Path:
-    """A recipe name (`stable-diffusion`) or a path to a .toml file -> the file's path."""
+def resolve(name_or_path: str | Path, root: Path | None = None) -> Path:
+    """A recipe name (`stable-diffusion`) or a path to a .toml file -> the file's path.
+
+    A name is looked up in `root/recipes/` when given, else in ./recipes/ then the shipped
+    recipes (the first that has it); an unknown name maps to the shipped folder.
+    """
     text = str(name_or_path)
     if text.endswith(".toml") or "/" in text or "\\" in text:
         return Path(text).expanduser().resolve()
-    return root / "recipes" / f"{text}.toml"
+    if root is not None:
+        return root / "recipes" / f"{text}.toml"
+    for folder in locations.recipe_dirs():
+        if (folder / f"{text}.toml").is_file():
+            return folder / f"{text}.toml"
+    return PROJECT_ROOT / "recipes" / f"{text}.toml"
 
 
-def available(root: Path = PROJECT_ROOT) -> list[Path]:
-    """The recipe files shipped in `root/recipes/`, sorted by name."""
-    return sorted((root / "recipes").glob("*.toml"))
+def available(root: Path | None = None) -> list[Path]:
+    """The recipe files by name, sorted: `root/recipes/`, else ./recipes/ over the shipped ones."""
+    if root is not None:
+        return sorted((root / "recipes").glob("*.toml"))
+    found: dict[str, Path] = {}
+    for folder in locations.recipe_dirs():
+        for path in folder.glob("*.toml"):
+            found.setdefault(path.stem, path)
+    return [found[name] for name in sorted(found)]
 
 
 def load_recipe(name_or_path: str | Path, *, check_patches: bool = True) -> Recipe:
@@ -237,8 +262,8 @@ def load_recipe(name_or_path: str | Path, *, check_patches: bool = True) -> Reci
         known = ", ".join(p.stem for p in available()) or "none"
         raise RecipeError(f"{path}: no such recipe file (shipped recipes: {known})")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = toml.loads(path.read_text(encoding="utf-8"))
+    except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from exc
     return _validate(path, data, check_patches)
 
@@ -421,10 +446,14 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
 
     models_table = table.sub("models")
     models: dict[str, list[str]] = {}
+    model_sizes: dict[str, str] = {}
     for size in models_table.data:
         entry = models_table.sub(size)
-        entry.only({"args"})
+        entry.only({"args", "size"})
         models[size] = entry.strings("args")
+        built = entry.string("size")
+        if built is not None:
+            model_sizes[size] = built
     default_model = table.string(
         "default_model", "tiny" if "tiny" in models or not models else None
     )
@@ -452,6 +481,7 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
         args=table.strings("args"),
         models=models,
         default_model=default_model,
+        model_sizes=model_sizes,
         outdir_option=table.string("outdir_option", "--outdir") or "--outdir",
         seed_option=table.string("seed_option", "--seed"),
         samples=samples,

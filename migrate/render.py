@@ -11,11 +11,12 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable, Container, Sequence
-from typing import Any
-
-from rich.console import RenderableType
+from typing import TYPE_CHECKING, Any
 
 from migrate.errors import BadInput
+
+if TYPE_CHECKING:  # rich only for type hints: importing it costs every command start-up
+    from rich.console import RenderableType
 
 FORMATS = ("table", "json", "md", "html")
 

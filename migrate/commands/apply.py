@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from migrate import stack
 from migrate.commands.options import force_option, recipe_option, workspace_option
@@ -40,27 +37,30 @@ def apply(stage: str | None, check: bool, force: bool, recipe: str, workspace: s
     """
     loaded = load_recipe(recipe)
     ws = path_for(loaded, workspace)
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # Plain click output, not rich: this command runs often and its start-up time counts.
 
     def notify(message: str) -> None:
-        err.print(f"[yellow]note:[/yellow] {escape(message)}")
+        click.echo(f"{click.style('note:', fg='yellow')} {message}", err=True)
 
     if check:
         results = stack.check(loaded, ws, stage, notify=notify)
-        table = Table("stage", "result", "offsets", box=None)
+        width = max([len("stage"), *(len(r.name) for r in results)])
+        click.echo(f"{'stage':<{width}}  {'result':<8}  offsets")
         for result in results:
-            colour = {"ok": "green", "applied": "blue", "conflict": "red"}.get(result.status, "")
-            shown = f"[{colour}]{result.status}[/{colour}]" if colour else result.status
-            table.add_row(result.name, shown, escape(_offsets(result.offsets)))
-        out.print(table)
+            colour = {"ok": "green", "applied": "blue", "conflict": "red"}.get(result.status)
+            shown = click.style(f"{result.status:<8}", fg=colour)
+            click.echo(f"{result.name:<{width}}  {shown}  {_offsets(result.offsets)}".rstrip())
         failed = [r for r in results if r.status == "conflict"]
         if failed:
             raise ConflictError(failed[0].error or failed[0].name)
         return
-    applied = stack.apply(loaded, ws, stage, force=force, notify=notify)
-    for result in applied:
+
+    def applied_one(result: stack.StageApplied) -> None:
+        """Said as each stage lands, so a later stage's failure cannot hide the earlier ones."""
         moved = f"; offsets: {_offsets(result.offsets)}" if result.offsets else ""
-        out.print(f"applied {result.name} -> {result.commit[:12]}{escape(moved)}")
+        empty = " (empty patch)" if result.empty else ""
+        click.echo(f"applied {result.name} -> {result.commit[:12]}{empty}{moved}")
+
+    applied = stack.apply(loaded, ws, stage, force=force, notify=notify, on_applied=applied_one)
     if not applied:
-        out.print("nothing to apply")
+        click.echo("nothing to apply")

@@ -74,7 +74,7 @@ def compare(
     from migrate.recipe import load_recipe
 
     if runs_dir is None:
-        runs_dir = load_recipe(recipe, check_patches=False).root / "runs"
+        runs_dir = load_recipe(recipe, check_patches=False).home / "runs"
     report = lib.load_run(_run_dir(run, runs_dir))
     other = lib.load_run(_run_dir(against, runs_dir)) if against else None
     if out is not None:

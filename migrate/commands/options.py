@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import click
-
-from migrate.render import FORMATS
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -34,6 +33,30 @@ force_option = click.option(
     is_flag=True,
     help="Discard uncommitted edits, after saving them under .git/migrate/saved/.",
 )
+
+python_option = click.option(
+    "--python",
+    "python",
+    default=None,
+    envvar="MIGRATE_PYTHON",
+    help="The interpreter that runs the upstream, with its torch and packages (e.g. a Gaudi "
+    "image's /usr/bin/python3) [default: the one running migrate].",
+)
+
+
+def interpreter(python: str | None) -> str | None:
+    """--python as an absolute path (a bare name is looked up on PATH); None for the default."""
+    if python is None:
+        return None
+    import shutil
+
+    from migrate.errors import BadInput
+
+    found = shutil.which(python)
+    if found is None:
+        raise BadInput(f"--python {python}: no such executable")
+    return os.path.abspath(found)
+
 
 # ---------------------------------------------------------------------------------------------
 # Running the upstream's script: `migrate smoke` and `migrate run`.
@@ -68,7 +91,7 @@ device_option = click.option(
 model_option = click.option(
     "--model",
     default=None,
-    help="Model size from the recipe's [smoke.models] (e.g. tiny, full) "
+    help="Model variant from the recipe's [smoke.models] (e.g. tiny, full, guide) "
     "[default: the recipe's, tiny].",
 )
 ckpt_option = click.option(
@@ -111,8 +134,15 @@ runs_dir_option = click.option(
 # Reports: `migrate log`, `migrate scan`, `migrate compare`.
 
 
-def format_option(choices: Sequence[str] = FORMATS) -> Callable[[F], F]:
-    """--format, with the help text for the formats the command offers."""
+def format_option(choices: Sequence[str] | None = None) -> Callable[[F], F]:
+    """--format, with the help text for the formats the command offers (default: all).
+
+    migrate.render is imported here, not at the top: fetch and apply never render a report.
+    """
+    if choices is None:
+        from migrate.render import FORMATS
+
+        choices = FORMATS
     what = {
         "table": "table: rich tables",
         "json": "json: stable machine format",

@@ -11,8 +11,10 @@ from migrate.commands.options import (
     PassthroughCommand,
     ckpt_option,
     device_option,
+    interpreter,
     model_option,
     passthrough,
+    python_option,
     recipe_option,
     repeat_option,
     runs_dir_option,
@@ -45,6 +47,7 @@ from migrate.commands.output import StageProgress, print_report, raise_if_failed
 @repeat_option("2 on the CPU, else 1")
 @timeout_option
 @runs_dir_option
+@python_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -60,6 +63,7 @@ def run(
     repeat: int | None,
     timeout: float | None,
     runs_dir: Path | None,
+    python: str | None,
 ) -> None:
     """Fetch the upstream, then apply and smoke every stage, then compare them.
 
@@ -90,12 +94,14 @@ def run(
         timeout=timeout,
         repeat=repeat,
     )
+    if python is not None:
+        options.python = interpreter(python)
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:
         result = pipeline.run(
             loaded,
             ws,
-            runs_dir or loaded.root / "runs",
+            runs_dir or loaded.home / "runs",
             options,
             through=through,
             source=source,

@@ -11,8 +11,10 @@ from migrate.commands.options import (
     PassthroughCommand,
     ckpt_option,
     device_option,
+    interpreter,
     model_option,
     passthrough,
+    python_option,
     recipe_option,
     repeat_option,
     runs_dir_option,
@@ -32,6 +34,7 @@ from migrate.commands.output import StageProgress, raise_if_failed, report_resul
 @repeat_option("1")
 @timeout_option
 @runs_dir_option
+@python_option
 @click.option(
     "--run-id",
     default=None,
@@ -49,6 +52,7 @@ def smoke(
     repeat: int | None,
     timeout: float | None,
     runs_dir: Path | None,
+    python: str | None,
     run_id: str | None,
 ) -> None:
     """Run the upstream's script at STAGE (default: where the workspace is) and measure it.
@@ -78,12 +82,14 @@ def smoke(
         timeout=timeout,
         repeat=repeat,
     )
+    if python is not None:
+        options.python = interpreter(python)
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:
         result = pipeline.smoke(
             loaded,
             ws,
-            runs_dir or loaded.root / "runs",
+            runs_dir or loaded.home / "runs",
             options,
             stage=stage,
             run_id=run_id,

@@ -17,11 +17,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from migrate import locations
 from migrate.errors import BadInput, MigrateError
 from migrate.models import PreparedModel, tokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY_CONFIG = ROOT / "recipes" / "stable-diffusion" / "tiny.yaml"
+TINY_CONFIG = locations.shipped() / "recipes" / "stable-diffusion" / "tiny.yaml"
 REAL_CONFIG = Path("configs/latent-diffusion/txt2img-1p4B-eval.yaml")  # in the workspace
 BUILD_SCRIPT = Path(__file__).with_name("build_ldm.py")
 

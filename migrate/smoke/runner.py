@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     )
     # The upstream's packages (ldm, ...) import from the workspace, as after `pip install -e .`
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(req.workspace)]))
-    started = datetime.now(UTC).isoformat(timespec="seconds")
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with (stage_dir / "stdout.log").open("wb") as out, (stage_dir / "stderr.log").open("wb") as err:
         load_start = _load_average()
         spawned = time.time()
@@ -202,7 +202,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         samples=samples,
         grids=grids,
         started=started,
-        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     metrics.write(stage_dir)
     return metrics

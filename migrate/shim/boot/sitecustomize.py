@@ -2,6 +2,7 @@
 
 At interpreter start, in this order:
 1. run the `sitecustomize` we shadow (further along sys.path), if any, as Python would have;
+   then load `migrate` from this copy (the child may be another interpreter without it);
 2. when MIGRATE_SHIM_TARGET is set (cpu|cuda|auto), install the emulator's import hook
    (torch is patched when the program imports it, not here: non-torch processes stay fast);
 3. import each module named in MIGRATE_BOOT_MODULES (comma-separated), with or without emulator.
@@ -32,19 +33,24 @@ def _chain() -> None:
         print(f"Error in sitecustomize ({spec.origin}): {exc!r}", file=sys.stderr)
 
 
-def _import_migrate_shim():
-    """Import migrate.shim.hook, from this checkout if the child's Python lacks `migrate`."""
-    try:
-        return importlib.import_module("migrate.shim.hook")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("migrate", "migrate.shim"):
-            raise
+def _load_own_migrate() -> None:
+    """Import `migrate` from the copy this file belongs to: the parent's, whatever the child has.
+
+    The child may be another interpreter (`--python`, e.g. a Gaudi image's python3) without
+    migrate, or with another version of it. Loading the package from its folder, rather than
+    putting that folder on sys.path, leaves the child's own packages (its torch) untouched.
+    """
+    if "migrate" in sys.modules:
+        return
     root = os.path.dirname(os.path.dirname(os.path.dirname(_HERE)))
-    sys.path.insert(0, root)
-    try:
-        return importlib.import_module("migrate.shim.hook")
-    finally:
-        sys.path.remove(root)
+    spec = importlib.machinery.PathFinder.find_spec("migrate", [root])
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"no migrate package in {root}", name="migrate")
+    from importlib.util import module_from_spec
+
+    module = module_from_spec(spec)
+    sys.modules["migrate"] = module
+    spec.loader.exec_module(module)
 
 
 def _fail(what: str, exc: BaseException) -> None:
@@ -55,9 +61,14 @@ def _fail(what: str, exc: BaseException) -> None:
 
 def _boot() -> None:
     _chain()
+    if os.environ.get("MIGRATE_SHIM_TARGET") or os.environ.get("MIGRATE_BOOT_MODULES"):
+        try:
+            _load_own_migrate()
+        except Exception as exc:
+            _fail("cannot load migrate", exc)
     if os.environ.get("MIGRATE_SHIM_TARGET"):
         try:
-            _import_migrate_shim().install_from_env()
+            importlib.import_module("migrate.shim.hook").install_from_env()
         except Exception as exc:
             _fail("cannot install the emulator", exc)
     for name in filter(

@@ -1,0 +1,36 @@
+"""`migrate constraints`: the pip constraints that keep the installed torch family as it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from migrate.commands.options import interpreter, python_option
+from migrate.env.constraints import text_for
+
+
+@click.command()
+@python_option
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write here, not stdout."
+)
+def constraints(python: str | None, output: str | None) -> None:
+    """Print pip constraints: installed torch-family packages pinned, plus what fits that torch.
+
+    Installing the `sd` extra with them never replaces an installed torch, torchvision or
+    lightning (a Gaudi image's, a CPU build), and picks NumPy and transformers releases that
+    work with it. Without migrate installed, `python -m migrate.env.constraints` in a checkout
+    does the same.
+
+    \b
+    Example:
+      migrate constraints -o constraints.txt
+      python -m pip install -c constraints.txt -e '.[sd]'
+      migrate constraints --python /usr/bin/python3   # the image's interpreter
+    """
+    text = text_for(interpreter(python))
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)

@@ -1,0 +1,1 @@
+"""TEST DOUBLE: `habana_frameworks.torch.distributed` (a package, as in the real bridge)."""

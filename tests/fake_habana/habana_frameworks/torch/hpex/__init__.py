@@ -1,0 +1,1 @@
+"""TEST DOUBLE: `habana_frameworks.torch.hpex` (a package, as in the real bridge)."""

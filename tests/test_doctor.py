@@ -1,0 +1,351 @@
+"""`migrate doctor`: the rules on hand-written facts, the probe on real interpreters, the CLI.
+
+Habana lines are tested against the fake in tests/fake_habana (a test double: what it shows
+is that the doctor asks the real library's API names, not that any hardware works).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate import doctor
+from migrate.doctor import checks, compat
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE = ROOT / "tests" / "fake_habana"
+
+
+def ok(value: Any) -> dict[str, Any]:
+    return {"ok": True, "value": value}
+
+
+def err(message: str) -> dict[str, Any]:
+    return {"ok": False, "error": message}
+
+
+def facts_for(**versions: str | None) -> dict[str, Any]:
+    """What the probe reports for a working environment with these versions (no Gaudi)."""
+    v = {
+        "torch": "2.14.1",
+        "numpy": "2.4.6",
+        "transformers": "5.24.0",
+        "pytorch-lightning": "2.6.6",
+        "taming-transformers-rom1504": "0.0.6",
+        **versions,
+    }
+    return {
+        "python": {"version": "3.10.13", "executable": "/venv/bin/python"},
+        "distributions": v,
+        "torch": {
+            "import": ok(v["torch"]),
+            "cuda_build": None,
+            "hip_build": None,
+            "numpy_bridge": ok(v["numpy"]),
+            "cuda": ok({"available": False, "devices": []}),
+        },
+        "habana": {"env": {}, "import": err("ModuleNotFoundError: No module named 'habana'")},
+        "imports": {
+            m: ok(m) for m in ("torchvision", "omegaconf", "einops", "taming", "tqdm", "PIL")
+        },
+        "lightning": {
+            "import": ok(v["pytorch-lightning"]),
+            "rank_zero": ok(True),
+            "distributed": err("ModuleNotFoundError"),
+        },
+        "transformers": {
+            "import": ok(v["transformers"]),
+            "torch_available": ok(True),
+            "models": ok("CLIPTextModel"),
+            "prepared": ok({"size": 253, "matches": True}),
+            "tensors": ok([1, 77]),
+            "uncached": ok(5),
+        },
+    }
+
+
+def evaluate(facts: dict[str, Any], env: dict[str, str] | None = None) -> list[doctor.Check]:
+    return checks.evaluate(facts, git="2.39.5", disk=None, env=env or {})
+
+
+def by_name(lines: list[doctor.Check]) -> dict[str, doctor.Check]:
+    return {c.name: c for c in lines}
+
+
+# -- the compatibility rules -----------------------------------------------------------------
+
+
+def test_release_parses_local_and_pre_release_versions() -> None:
+    assert compat.release("2.0.1+cu117") == (2, 0, 1)
+    assert compat.release("2.1.0a0+git1234") == (2, 1, 0)
+    assert compat.release("4.57.6") == (4, 57, 6)
+    assert compat.release("2.0.9.post0") == (2, 0, 9)
+    assert compat.release("") == ()
+
+
+def test_the_seeds_broken_combination_names_both_fixes() -> None:
+    found = compat.conflicts({"torch": "2.0.1", "numpy": "2.2.6", "transformers": "5.20.2"})
+    assert [(c.package, c.fix) for c in found] == [
+        ("numpy", "python -m pip install 'numpy<2'"),
+        # torch 2.0.1 breaks two rules on transformers (< 4.50 and < 5): the fix is the strictest
+        ("transformers", "python -m pip install 'transformers<4.50'"),
+    ]
+    assert found[0].reason.startswith("numpy 2.2.6 does not work with torch 2.0.1: needs numpy<2")
+    assert found[1].installed == "5.20.2"
+
+
+@pytest.mark.parametrize(
+    ("versions", "expected"),
+    [
+        ({"torch": "2.14.1", "numpy": "2.4.6", "transformers": "5.24.0"}, set()),
+        ({"torch": "2.3.0", "numpy": "2.0.0"}, set()),
+        ({"torch": "2.2.2", "numpy": "2.0.0"}, {"numpy"}),
+        ({"torch": "2.0.1", "numpy": "1.26.4", "transformers": "4.49.0"}, set()),
+        ({"torch": "2.0.1", "transformers": "4.50.3"}, {"transformers"}),
+        ({"torch": "2.1.2", "transformers": "4.57.6"}, set()),
+        ({"torch": "2.5.1", "transformers": "5.0.0"}, {"transformers"}),
+        ({"torch": "2.6.0", "transformers": "5.0.0"}, set()),
+        ({"torch": "2.0.1", "torchvision": "0.16.0"}, {"torchvision"}),
+        ({"torch": "2.0.1", "pytorch-lightning": "1.9.5", "setuptools": "81.0.0"}, {"setuptools"}),
+        ({"numpy": "2.4.6", "torch": None}, set()),  # no torch: nothing to conflict with
+    ],
+)
+def test_conflicts_from_the_one_table(versions: dict[str, str | None], expected: set[str]) -> None:
+    assert {c.package for c in compat.conflicts(versions)} == expected
+
+
+def test_transformers_fix_depends_on_the_installed_torch() -> None:
+    (conflict,) = compat.conflicts({"torch": "2.4.0", "transformers": "5.1.0"})
+    assert conflict.fix == "python -m pip install 'transformers<5'"
+
+
+# -- the rules on facts ----------------------------------------------------------------------
+
+
+def test_a_working_environment_is_ready() -> None:
+    lines = evaluate(facts_for())
+    main = [c for c in lines if c.part == doctor.MAIN]
+    assert all(c.status == doctor.OK for c in main), [c for c in main if c.status != "ok"]
+    assert doctor.Diagnosis("py", lines).ready
+    assert "silently loads 5 tokens" in by_name(lines)["transformers"].summary
+
+
+def test_the_broken_combination_is_not_ready_and_says_how_to_fix_it() -> None:
+    facts = facts_for(torch="2.0.1", numpy="2.2.6", transformers="5.20.2")
+    facts["torch"]["numpy_bridge"] = err("RuntimeError: Numpy is not available")
+    facts["transformers"]["torch_available"] = ok(False)
+    facts["transformers"]["tensors"] = err("ImportError: Unable to convert output")
+    lines = by_name(evaluate(facts))
+    assert lines["numpy"].status == doctor.MISSING
+    assert lines["numpy"].fix == "python -m pip install 'numpy<2'"
+    assert lines["transformers"].status == doctor.MISSING
+    assert lines["transformers"].fix == "python -m pip install 'transformers<4.50'"
+    assert not doctor.Diagnosis("py", list(lines.values())).ready
+
+
+def test_what_was_observed_wins_over_the_table() -> None:
+    # A torch build that converts numpy 2 arrays although the table says it cannot.
+    lines = by_name(evaluate(facts_for(torch="2.0.1", numpy="2.2.6", transformers="4.49.0")))
+    assert lines["numpy"].status == doctor.WARNING
+    assert lines["numpy"].fix == "python -m pip install 'numpy<2'"
+    assert doctor.Diagnosis("py", list(lines.values())).ready
+
+
+def test_lightning_without_pkg_resources_gets_the_setuptools_fix() -> None:
+    facts = facts_for(**{"pytorch-lightning": "1.9.5", "setuptools": "81.0.0"})
+    facts["lightning"] = {"import": err("ModuleNotFoundError: No module named 'pkg_resources'")}
+    line = by_name(evaluate(facts))["pytorch-lightning"]
+    assert line.status == doctor.MISSING
+    assert line.fix == "python -m pip install 'setuptools<81'"
+    assert "setuptools" not in by_name(evaluate(facts))  # one line, not a second one
+
+
+def test_lightning_old_location_only_is_the_compat_fallback() -> None:
+    facts = facts_for()
+    facts["lightning"]["rank_zero"] = err("ModuleNotFoundError")
+    facts["lightning"]["distributed"] = ok(True)
+    assert by_name(evaluate(facts))["pytorch-lightning"].status == doctor.OK
+    facts["lightning"]["distributed"] = err("ModuleNotFoundError")
+    assert by_name(evaluate(facts))["pytorch-lightning"].status == doctor.MISSING
+
+
+def test_a_tokenizer_that_loads_another_vocabulary_is_missing() -> None:
+    facts = facts_for()
+    facts["transformers"]["prepared"] = ok({"size": 5, "matches": False})
+    line = by_name(evaluate(facts))["transformers"]
+    assert line.status == doctor.MISSING
+    assert "5 tokens" in line.summary
+
+
+def test_transformers_4_raises_offline_without_a_cache() -> None:
+    facts = facts_for(transformers="4.49.0")
+    facts["transformers"]["uncached"] = err("OSError: We couldn't connect to the hub")
+    line = by_name(evaluate(facts))["transformers"]
+    assert line.status == doctor.OK
+    assert "raises (OSError)" in line.summary
+
+
+def test_old_git_and_no_git_block_the_main_job() -> None:
+    assert checks.git_check("2.34.1").status == doctor.MISSING
+    assert checks.git_check("2.35.0").status == doctor.OK
+    assert checks.git_check(None).status == doctor.MISSING
+    assert checks.git_check("2.39.5").part == doctor.MAIN
+
+
+def test_too_little_disk_is_a_warning_only(tmp_path: Path) -> None:
+    line = checks.disk_check(
+        checks.Disk(tmp_path, free=10**9, needed=5_700_000_000, target=tmp_path)
+    )
+    assert line.status == doctor.WARNING and line.part == doctor.CHECKPOINT
+    assert "4.7 GB" in (line.fix or "")
+    assert checks.disk_check(checks.Disk(tmp_path, 10**10, 5_700_000_000, tmp_path)).status == "ok"
+
+
+def test_free_bytes_measures_the_nearest_existing_folder(tmp_path: Path) -> None:
+    where, free = doctor.free_bytes(tmp_path / "not" / "yet" / "model.ckpt")
+    assert where == tmp_path and free > 0
+
+
+def test_a_missing_gaudi_or_cuda_does_not_block() -> None:
+    lines = evaluate(facts_for())
+    named = by_name(lines)
+    assert named["habana_frameworks"].status == doctor.MISSING
+    assert named["habana_frameworks"].part == doctor.GAUDI
+    assert named["CUDA device"].status == doctor.MISSING
+    assert "CPU build" in named["CUDA device"].summary
+    assert doctor.Diagnosis("py", lines).ready
+
+
+def test_gpu_migration_by_variable_from_release_1_17() -> None:
+    facts = facts_for()
+    facts["habana"] = {
+        "env": {},
+        "import": ok("habana_frameworks.torch"),
+        "version": "1.17.0",
+        "gpu_migration": True,
+        "is_lazy": ok(False),
+        "graphs": ok(["Stream"]),
+        "device": ok({"available": True, "count": 8}),
+    }
+    named = by_name(evaluate(facts, env={"PT_HPU_LAZY_MODE": "0"}))
+    assert "PT_HPU_GPU_MIGRATION=1 (1.17+)" in named["GPU Migration"].summary
+    assert named["lazy mode"].status == doctor.WARNING
+    assert named["HPU graphs"].status == doctor.MISSING
+    assert "HPUGraph" in named["HPU graphs"].summary
+    facts["habana"]["version"] = "1.12.0"
+    assert "1.17" not in by_name(evaluate(facts))["GPU Migration"].summary
+
+
+# -- the probe, run for real -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_gaudi_facts() -> dict[str, Any]:
+    """The probe run by this interpreter with the fake habana_frameworks importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(FAKE), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env["PT_HPU_LAZY_MODE"] = "1"
+    return doctor.run_probe(sys.executable, env, sections=["torch", "habana"])
+
+
+def test_probe_reports_this_interpreter(fake_gaudi_facts: dict[str, Any]) -> None:
+    import platform
+
+    import torch
+
+    assert fake_gaudi_facts["python"]["version"] == platform.python_version()
+    assert fake_gaudi_facts["torch"]["import"] == ok(torch.__version__)
+    assert fake_gaudi_facts["distributions"]["torch"] == torch.__version__.split("+")[0]
+
+
+def test_probe_asks_the_real_habana_api_names(fake_gaudi_facts: dict[str, Any]) -> None:
+    """Against the fake: hpu as a package, utils.internal.is_lazy, hpu.is_available,
+    wrap_in_hpu_graph and HPUGraph; gpu_migration found without being imported."""
+    lines = by_name(checks.gaudi_checks(fake_gaudi_facts, {"PT_HPU_LAZY_MODE": "1"}))
+    assert [lines[n].status for n in lines] == ["ok"] * 5, lines
+    assert lines["Gaudi device"].summary == "1 HPU(s)"
+    assert lines["lazy mode"].summary.startswith("lazy")
+    hb = fake_gaudi_facts["habana"]
+    assert hb["gpu_migration"] is True
+    assert hb["is_lazy"] == ok(True)
+
+
+def test_probe_does_not_switch_gpu_migration_on(tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(FAKE), str(ROOT)])
+    env["FAKE_HABANA_LOG"] = str(log)
+    facts = doctor.run_probe(sys.executable, env, sections=["habana"])
+    assert facts["habana"]["import"]["ok"] and "torch" not in facts
+    calls = [json.loads(line)["call"] for line in log.read_text().splitlines()]
+    assert "gpu_migration.import" not in calls
+
+
+def test_probe_in_eager_mode_warns(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(FAKE), str(ROOT)])
+    env["PT_HPU_LAZY_MODE"] = "0"
+    facts = doctor.run_probe(sys.executable, env, sections=["habana"])
+    assert facts["habana"]["is_lazy"] == ok(False)
+    line = by_name(checks.gaudi_checks(facts, env))["lazy mode"]
+    assert line.status == doctor.WARNING and "PT_HPU_LAZY_MODE=0" in line.summary
+
+
+def test_a_bad_interpreter_is_bad_input() -> None:
+    from migrate.errors import BadInput
+
+    with pytest.raises(BadInput, match="no such interpreter"):
+        doctor.run_probe("/nonexistent/python")
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def _doctor(*args: str, pythonpath: list[Path], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+    return subprocess.run(
+        [sys.executable, "-m", "migrate", "doctor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+
+
+def test_exit_1_and_the_fix_when_torch_does_not_import(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "torch.py").write_text("raise ImportError('planted: this torch is broken')\n")
+    done = _doctor("--format", "json", pythonpath=[broken, ROOT], tmp_path=tmp_path)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ready"] is False
+    torch_line = next(c for c in report["checks"] if c["name"] == "torch")
+    assert torch_line["status"] == "missing"
+    assert "planted: this torch is broken" in torch_line["summary"]
+    assert torch_line["fix"]
+    table = _doctor(pythonpath=[broken, ROOT], tmp_path=tmp_path)
+    assert table.returncode == 1
+    assert "[missing] torch: torch does not import" in table.stdout
+    assert "cannot run" in table.stdout.splitlines()[-1]
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("transformers", "pytorch_lightning")),
+    reason="the sd extra is not installed in this interpreter (pip install -e '.[sd]')",
+)
+def test_exit_0_with_the_sd_extra(tmp_path: Path) -> None:
+    done = _doctor(pythonpath=[ROOT], tmp_path=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "can run" in done.stdout.splitlines()[-1]
