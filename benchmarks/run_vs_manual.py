@@ -6,7 +6,10 @@ stage `git apply` the patch and run the script with the same arguments under the
 the migration-log reports and the comparison report (md, html, json). Goal: <= 1.10x.
 
     python benchmarks/run_vs_manual.py                 # the toy upstream (tests/toy)
-    MIGRATE_SOURCE=/path/to/mirror python benchmarks/run_vs_manual.py --repeat 1
+    MIGRATE_SOURCE=/path/to/mirror python benchmarks/run_vs_manual.py --pairs 1
+
+`migrate run` measures one round (`--repeat 1`, what the manual steps do) unless `--rounds N`
+asks for more (its CPU default is 2 rounds, i.e. about twice the work).
 
 With MIGRATE_SOURCE set it uses the real stable-diffusion recipe (tiny model, CPU); the model
 is built once in a warm-up (untimed) and both sides then read it from the same cache.
@@ -76,7 +79,9 @@ def manual(recipe_path: Path, source: str, work: Path, runs: Path) -> float:
     return time.perf_counter() - start
 
 
-def migrate_run(recipe_path: Path, source: str, work: Path, runs: Path, run_id: str) -> float:
+def migrate_run(
+    recipe_path: Path, source: str, work: Path, runs: Path, run_id: str, rounds: int = 1
+) -> float:
     start = time.perf_counter()
     sh(
         sys.executable,
@@ -95,6 +100,8 @@ def migrate_run(recipe_path: Path, source: str, work: Path, runs: Path, run_id: 
         "cpu",
         "--run-id",
         run_id,
+        "--repeat",
+        str(rounds),
     )
     return time.perf_counter() - start
 
@@ -102,10 +109,13 @@ def migrate_run(recipe_path: Path, source: str, work: Path, runs: Path, run_id: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--repeat",
+        "--pairs",
         type=int,
         default=None,
         help="timed pairs (default: 3 for the toy, 1 for the real upstream)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="`migrate run --repeat N` (default 1)"
     )
     parser.add_argument(
         "--threads",
@@ -128,7 +138,7 @@ def main() -> None:
             source = str(work / "toy-upstream")
             make_toy_upstream(Path(source))
             recipe_path, label = RECIPE, "toy"
-        repeat = args.repeat or (1 if label != "toy" else 3)
+        repeat = args.pairs or (1 if label != "toy" else 3)
         runs = work / "runs"
         # Warm-up (untimed): page cache, and the model build both sides then reuse.
         migrate_run(recipe_path, source, work, runs, "warmup")
@@ -140,11 +150,13 @@ def main() -> None:
                 if side == "manual":
                     times[side].append(manual(recipe_path, source, work, runs))
                 else:
-                    times[side].append(migrate_run(recipe_path, source, work, runs, f"r{i}"))
+                    times[side].append(
+                        migrate_run(recipe_path, source, work, runs, f"r{i}", args.rounds)
+                    )
         m, r = statistics.median(times["manual"]), statistics.median(times["migrate"])
         print(
             f"upstream: {label}, stages: all, device: cpu (emulator), pairs: {repeat}, "
-            f"OMP_NUM_THREADS={args.threads}"
+            f"migrate run --repeat {args.rounds}, OMP_NUM_THREADS={args.threads}"
         )
         print(
             "manual (clone, checkout, git apply + script per stage): "

@@ -3,16 +3,21 @@
 The program below is a small conv denoiser sampled with a DDIM-like loop, written as CUDA code
 (`.cuda()`, `device="cuda"` factories, `x.to("cuda")`, `torch.cuda.synchronize()` every step).
 The benchmark makes a native CPU copy by editing those calls out, starts the copy natively and
-the original under the shim (target cpu, log level 2), keeps both processes alive and alternates
-timed sampling runs between them, so that both see the same machine load; this is repeated with
-fresh process pairs, since one process can be a few percent faster than its twin by layout alone
-(see `--a-a`, which runs the native copy on both sides). Each step is timed in
-wall time and in the sampling thread's CPU time (torch runs one thread here): on a shared machine
-the CPU-time ratio is the steadier one. Last, the few wrapped calls one step makes are timed alone
-in both processes (thousands of repetitions): the difference is the shim's own cost per step, a
-figure that machine load hardly blurs. Goal: <= 1.03x.
+the original under the shim (target cpu, log level 2), keeps both processes alive and runs
+timed sampling on both in each round, in a random order per round (seeded, printed), so that
+neither side always goes first; this is repeated with fresh process pairs, started in a random
+order too. Each round gives one paired ratio (median step time of B / of A, wall and the
+sampling thread's CPU time); the result is the geometric mean over rounds with a 95% bootstrap
+interval (rounds resampled, steps inside each round resampled: `migrate.stats.paired_ratio`).
 
-    .venv/bin/python benchmarks/shim_overhead.py [--pairs 3] [--rounds 6] [--steps 20] [--a-a]
+The same run first measures A/A -- the native copy on both sides -- whose interval must contain
+1.0: otherwise the design has a bias (order, position, process layout) or the machine is too
+noisy, and the A/B figure is not claimed (exit status 1). Last, the few wrapped calls one step
+makes are timed alone in both processes: the difference is the shim's own cost per step, a figure
+that machine load hardly blurs. Goal: <= 1.03x.
+
+    .venv/bin/python benchmarks/shim_overhead.py [--pairs 3] [--rounds 6] [--steps 20] [--seed 1]
+    .venv/bin/python benchmarks/shim_overhead.py --only a-a     # the noise floor alone
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -31,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from migrate.shim.runner import shim_env  # noqa: E402
+from migrate.stats import Ratio, paired_ratio  # noqa: E402
 
 PROGRAM = """
 import json, sys, time
@@ -174,61 +181,103 @@ class Worker:
 
 @dataclass
 class Timings:
-    """Per-step times gathered over all rounds, and each round's median ratio."""
+    """Per-step times of each round (A and B), and the wrapped calls timed alone."""
 
-    steps: dict[str, list[float]] = field(
-        default_factory=lambda: {"native": [], "shim": [], "native_cpu": [], "shim_cpu": []}
-    )
-    ratios: list[float] = field(default_factory=list)
-    cpu_ratios: list[float] = field(default_factory=list)
-    idioms: dict[str, list[float]] = field(default_factory=lambda: {"native": [], "shim": []})
+    a: list[list[float]] = field(default_factory=list)  # wall time per step, one list per round
+    b: list[list[float]] = field(default_factory=list)
+    a_cpu: list[list[float]] = field(default_factory=list)
+    b_cpu: list[list[float]] = field(default_factory=list)
+    idioms: dict[str, list[float]] = field(default_factory=lambda: {"a": [], "b": []})
 
 
-def run_pair(work: Path, opts: argparse.Namespace, pair: int, timings: Timings) -> None:
-    """Start a native and a shimmed process; alternate timed runs between them."""
+def run_pair(
+    work: Path, opts: argparse.Namespace, pair: int, shim: bool, rng: random.Random
+) -> Timings:
+    """Start process A (native) and B (shimmed, or native for A/A); time both every round."""
     env = shim_env("cpu", work / "logs", level=2)
     cpu = None if opts.cpu < 0 else opts.cpu
-    native = Worker(work / "native_program.py", None, opts.threads, cpu)
-    if opts.a_a:
-        shimmed = Worker(work / "native_program.py", None, opts.threads, cpu)
-    else:
-        shimmed = Worker(work / "cuda_program.py", env, opts.threads, cpu)
+    b_script, b_env = ("cuda_program.py", env) if shim else ("native_program.py", None)
+    order = ["a", "b"]
+    rng.shuffle(order)  # which process starts first
+    workers: dict[str, Worker] = {}
+    for side in order:
+        if side == "a":
+            workers["a"] = Worker(work / "native_program.py", None, opts.threads, cpu)
+        else:
+            workers["b"] = Worker(work / b_script, b_env, opts.threads, cpu)
+    timings = Timings()
     try:
-        for worker in (native, shimmed):  # warm-up: first-call costs, allocator, caches
+        for worker in workers.values():  # warm-up: first-call costs, allocator, caches
             worker.run(opts.steps)
         for round_ in range(opts.rounds):
-            first, second = (native, shimmed) if round_ % 2 == 0 else (shimmed, native)
-            results = {id(first): first.run(opts.steps), id(second): second.run(opts.steps)}
-            n, s = results[id(native)], results[id(shimmed)]
-            if n["checksum"] != s["checksum"]:
-                raise SystemExit(f"outputs differ: {n['checksum']} vs {s['checksum']}")
-            for key, result in (("native", n), ("shim", s)):
-                timings.steps[key] += result["times"]
-                timings.steps[f"{key}_cpu"] += result["cpu_times"]
-            n_ms = statistics.median(n["times"]) * 1e3
-            s_ms = statistics.median(s["times"]) * 1e3
-            timings.ratios.append(s_ms / n_ms)
-            timings.cpu_ratios.append(
-                statistics.median(s["cpu_times"]) / statistics.median(n["cpu_times"])
-            )
+            order = ["a", "b"]
+            rng.shuffle(order)
+            results = {side: workers[side].run(opts.steps) for side in order}
+            ra, rb = results["a"], results["b"]
+            if ra["checksum"] != rb["checksum"]:
+                raise SystemExit(f"outputs differ: {ra['checksum']} vs {rb['checksum']}")
+            timings.a.append(ra["times"])
+            timings.b.append(rb["times"])
+            timings.a_cpu.append(ra["cpu_times"])
+            timings.b_cpu.append(rb["cpu_times"])
+            a_ms = statistics.median(ra["times"]) * 1e3
+            b_ms = statistics.median(rb["times"]) * 1e3
+            cpu_ratio = statistics.median(rb["cpu_times"]) / statistics.median(ra["cpu_times"])
             print(
-                f"{pair:>4}  {round_ + 1:>5}  {n_ms:>14.3f}  {s_ms:>12.3f}  "
-                f"{s_ms / n_ms:>6.3f}  {timings.cpu_ratios[-1]:>14.3f}"
+                f"{pair:>4}  {round_ + 1:>5}  {'-'.join(order):>5}  {a_ms:>9.3f}  {b_ms:>9.3f}  "
+                f"{b_ms / a_ms:>6.3f}  {cpu_ratio:>14.3f}"
             )
-        for _ in range(opts.rounds):  # the wrapped calls alone, also alternating
-            for key, worker in (("native", native), ("shim", shimmed)):
-                timings.idioms[key].append(worker.run("idioms 2000")["idioms"])
+        for _ in range(opts.rounds):  # the wrapped calls alone, in random order too
+            order = ["a", "b"]
+            rng.shuffle(order)
+            for side in order:
+                timings.idioms[side].append(workers[side].run("idioms 2000")["idioms"])
     finally:
-        native.close()
-        shimmed.close()
+        for worker in workers.values():
+            worker.close()
+    return timings
+
+
+def measure(work: Path, opts: argparse.Namespace, shim: bool, rng: random.Random) -> Timings:
+    """All pairs of one comparison (A/A or A/B), rounds pooled."""
+    label = "A/B: A native, B under the shim" if shim else "A/A: the native copy on both sides"
+    print(f"\n{label}")
+    print(
+        f"{'pair':>4}  {'round':>5}  {'order':>5}  {'A ms/step':>9}  {'B ms/step':>9}  "
+        f"{'B/A':>6}  {'CPU-time B/A':>14}"
+    )
+    total = Timings()
+    for pair in range(1, opts.pairs + 1):
+        t = run_pair(work, opts, pair, shim, rng)
+        total.a += t.a
+        total.b += t.b
+        total.a_cpu += t.a_cpu
+        total.b_cpu += t.b_cpu
+        for side in ("a", "b"):
+            total.idioms[side] += t.idioms[side]
+    return total
+
+
+def summary(name: str, t: Timings) -> tuple[Ratio, Ratio]:
+    """Print B/A (wall and CPU time) with their intervals; return them."""
+    wall = paired_ratio(t.b, t.a)  # (B time) / (A time): above 1 means B is slower
+    cpu = paired_ratio(t.b_cpu, t.a_cpu)
+    assert wall is not None and cpu is not None
+    for what, r in (("wall", wall), ("CPU time", cpu)):
+        print(
+            f"{name} {what}: B/A {r.ratio:.3f}x, 95% CI [{r.ci_low:.3f}, {r.ci_high:.3f}] "
+            f"over {r.rounds} rounds"
+        )
+    return wall, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="process pairs (fresh processes)")
-    parser.add_argument("--rounds", type=int, default=6, help="alternating timed runs per pair")
+    parser.add_argument("--rounds", type=int, default=6, help="timed runs per pair")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps per run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random orders")
     parser.add_argument(
         "--cpu",
         type=int,
@@ -236,46 +285,51 @@ def main() -> None:
         help="pin both processes to this CPU, so neither gets a quieter core (-1: no pinning)",
     )
     parser.add_argument(
-        "--a-a",
-        action="store_true",
-        help="noise floor: run the native copy on both sides (no shim); the ratio should be 1",
+        "--only",
+        choices=["a-a", "a-b"],
+        default=None,
+        help="run only the A/A noise floor, or only A/B (not claimable without A/A)",
     )
     opts = parser.parse_args()
+    rng = random.Random(opts.seed)
+    print(f"order seed {opts.seed}; {opts.pairs} pairs x {opts.rounds} rounds x {opts.steps} steps")
 
-    timings = Timings()
     with tempfile.TemporaryDirectory(prefix="shim-bench-") as tmp:
         work = Path(tmp)
         (work / "cuda_program.py").write_text(PROGRAM)
         (work / "native_program.py").write_text(native_copy(PROGRAM))
-        print(
-            f"{'pair':>4}  {'round':>5}  {'native ms/step':>14}  {'shim ms/step':>12}  "
-            f"{'ratio':>6}  {'CPU-time ratio':>14}"
-        )
-        for pair in range(1, opts.pairs + 1):
-            run_pair(work, opts, pair, timings)
+        aa = measure(work, opts, shim=False, rng=rng) if opts.only != "a-b" else None
+        ab = measure(work, opts, shim=True, rng=rng) if opts.only != "a-a" else None
         logs = list((work / "logs").glob("*.log"))
         records = sum(
             1 for log in logs for line in log.read_text().splitlines() if line.startswith("[")
         )
-    med = {key: statistics.median(values) * 1e3 for key, values in timings.steps.items()}
-    print(
-        f"median per step over {len(timings.steps['native'])} steps each: wall native "
-        f"{med['native']:.3f} ms, shim {med['shim']:.3f} ms, ratio "
-        f"{med['shim'] / med['native']:.3f}x; CPU time native {med['native_cpu']:.3f} ms, shim "
-        f"{med['shim_cpu']:.3f} ms, ratio {med['shim_cpu'] / med['native_cpu']:.3f}x"
-    )
-    print(
-        f"median of round ratios: wall {statistics.median(timings.ratios):.3f}x, CPU time "
-        f"{statistics.median(timings.cpu_ratios):.3f}x (goal <= 1.03x); outputs identical; "
-        f"{records} log records in {len(logs)} files"
-    )
-    added = statistics.median(timings.idioms["shim"]) - statistics.median(timings.idioms["native"])
-    print(
-        f"the wrapped calls of one step alone: native "
-        f"{statistics.median(timings.idioms['native']) * 1e6:.1f} us, shim "
-        f"{statistics.median(timings.idioms['shim']) * 1e6:.1f} us: the shim adds "
-        f"{added * 1e6:.1f} us per step = {added / (med['native_cpu'] / 1e3):.2%} of a native step"
-    )
+    print()
+    aa_ok = True
+    if aa is not None:
+        wall, cpu = summary("A/A", aa)
+        aa_ok = wall.ci_low <= 1.0 <= wall.ci_high and cpu.ci_low <= 1.0 <= cpu.ci_high
+        print(
+            "A/A intervals contain 1.0: the design shows no bias at this resolution"
+            if aa_ok
+            else "A/A interval EXCLUDES 1.0: order/position bias or too much noise; "
+            "the A/B figure below is not claimed"
+        )
+    if ab is not None:
+        wall, cpu = summary("A/B", ab)
+        print(f"outputs identical; {records} log records in {len(logs)} files (goal <= 1.03x)")
+        native = statistics.median(ab.idioms["a"])
+        added = statistics.median(ab.idioms["b"]) - native
+        step = statistics.median(x for r in ab.a_cpu for x in r)
+        print(
+            f"the wrapped calls of one step alone: native {native * 1e6:.1f} us, shim "
+            f"{statistics.median(ab.idioms['b']) * 1e6:.1f} us: the shim adds "
+            f"{added * 1e6:.1f} us per step = {added / step:.2%} of a native step"
+        )
+    if not aa_ok or (aa is None and ab is not None):
+        if aa is None:
+            print("A/B without A/A (--only a-b): not claimable")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

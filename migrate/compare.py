@@ -17,34 +17,44 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from migrate.errors import BadInput
-from migrate.render import h, html_page, html_table, md_table
+from migrate.render import h, html_page, html_table, md_cell, md_table
 from migrate.render import render as render_as
-from migrate.smoke.metrics import StageMetrics, load_metrics
+from migrate.smoke.metrics import ROUND_PREFIX, StageMetrics, load_metrics
+from migrate.stats import MIN_ROUNDS, THRESHOLD, Ratio, Summary, paired_ratio, summarize
 
 
 @dataclass
 class StageReport:
     """One stage of a run, with what is derived against the stages before it."""
 
-    metrics: StageMetrics
+    metrics: StageMetrics  # round 1 (samples, logs, patch: what the other columns show)
     identical_to_previous: bool | None = None  # None: first stage, or nothing to compare
     psnr_previous: float | None = None  # lowest dB among the differing samples; inf if identical
     samples_differ_previous: int | None = None  # samples (in order) whose bytes differ
     samples_compared_previous: int | None = None  # pairs compared: the shorter list's length
-    speedup_previous: float | None = None  # previous latency / this latency
-    speedup_first: float | None = None
     log_by_tag: dict[str, int] = field(default_factory=dict)
     log_changes: dict[str, Any] | None = None  # call sites added/removed/changed, "apis"
+    rounds: list[StageMetrics] = field(default_factory=list)  # every round, round 1 first
+    first_batch: Summary | None = None  # first batch of each round's process (warm-up)
+    latency: Summary | None = None  # every steady batch of every round
+    samples_per_s: float | None = None  # batch size / steady median latency
+    vs_prev: Ratio | None = None  # speed-up over the previous stage, paired by round
+    vs_first: Ratio | None = None
 
     @property
     def name(self) -> str:
         return self.metrics.stage
+
+    def steady_by_round(self) -> list[list[float]]:
+        """Steady batch latencies (after each process's first batch), one list per round."""
+        return [m.timing.batch_s[1:] if m.ok else [] for m in self.rounds]
 
 
 @dataclass
@@ -90,14 +100,15 @@ def load_run(run_dir: Path) -> RunReport:
     for name in names:
         metrics = found[name]
         report = StageReport(metrics, log_by_tag=_log_counts(run_dir / name / metrics.logs_dir))
+        _measure(report, run_dir / name)
         if stages:
             prev, first = stages[-1], stages[0]
             match = _same_samples(run_dir / prev.name, prev.metrics, run_dir / name, metrics)
             report.identical_to_previous, report.psnr_previous = match.identical, match.psnr
             report.samples_differ_previous = match.differ
             report.samples_compared_previous = match.compared
-            report.speedup_previous = _ratio(_latency(prev.metrics), _latency(metrics))
-            report.speedup_first = _ratio(_latency(first.metrics), _latency(metrics))
+            report.vs_prev = paired_ratio(prev.steady_by_round(), report.steady_by_round())
+            report.vs_first = paired_ratio(first.steady_by_round(), report.steady_by_round())
             report.log_changes = _log_changes(
                 run_dir / prev.name / prev.metrics.logs_dir, run_dir / name / metrics.logs_dir
             )
@@ -124,6 +135,46 @@ def cross(a: RunReport, b: RunReport) -> list[CrossStage]:
 
 
 # -- derived values ----------------------------------------------------------------------
+
+
+def round_dirs(stage_dir: Path) -> list[Path]:
+    """The folders of a stage's rounds 2..N (`round-<k>/`, in order); round 1 is the stage's own."""
+    found = [p for p in stage_dir.glob(ROUND_PREFIX + "*") if p.name[len(ROUND_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(ROUND_PREFIX) :]))
+
+
+def _measure(report: StageReport, stage_dir: Path) -> None:
+    """Gather the stage's rounds and summarise its latency over all of them."""
+    report.rounds = [report.metrics] + [
+        m for d in round_dirs(stage_dir) if (m := load_metrics(d)) is not None
+    ]
+    ok = [m for m in report.rounds if m.ok]
+    report.first_batch = summarize([m.timing.batch_s[0] for m in ok if m.timing.batch_s])
+    report.latency = summarize([x for r in report.steady_by_round() for x in r])
+    sizes = [m.timing.batch_size for m in ok if m.timing.batch_size]
+    if not sizes:  # metrics written before batch_size was recorded
+        sizes = [
+            m.timing.steady_samples_per_s * m.timing.steady_batch_s
+            for m in ok
+            if m.timing.steady_samples_per_s and m.timing.steady_batch_s
+        ]
+    if sizes and report.latency is not None and report.latency.median_s > 0:
+        report.samples_per_s = sizes[0] / report.latency.median_s
+
+
+def load_range(report: RunReport) -> tuple[float, float, int | None] | None:
+    """The lowest and highest 1-minute load average seen while the run's stages ran, and CPUs."""
+    values = [
+        v
+        for s in report.stages
+        for m in s.rounds
+        for v in (m.timing.load_start, m.timing.load_end)
+        if v is not None
+    ]
+    if not values:
+        return None
+    cpus = next((m.timing.cpus for s in report.stages for m in s.rounds if m.timing.cpus), None)
+    return min(values), max(values), cpus
 
 
 def _latency(m: StageMetrics) -> float | None:
@@ -219,6 +270,23 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+_MARK = {"same": "≈", "faster": "▲", "slower": "▼", "unknown": "?"}
+
+
+def _steady(summary: Summary | None) -> str:
+    """Median steady latency, its quartiles and how many batches."""
+    if summary is None:
+        return "-"
+    return f"{summary.median_s:.3f} s [{summary.p25_s:.3f}–{summary.p75_s:.3f}] n={summary.n}"
+
+
+def _vs(r: Ratio | None) -> str:
+    """A speed-up as its verdict first, then the ratio and its 95% interval."""
+    if r is None:
+        return "-"
+    return f"{_MARK[r.verdict]} {r.verdict} {r.ratio:.2f}x [{r.ci_low:.2f}–{r.ci_high:.2f}]"
+
+
 def _mb(m: StageMetrics) -> str:
     if m.memory.device_peak_mb is not None:
         return f"{m.memory.device_peak_mb:.0f} MB ({m.device.kind})"
@@ -258,7 +326,8 @@ def _changes(changes: dict[str, Any] | None) -> str:
 
 
 def _device(m: StageMetrics) -> str:
-    label = m.device.kind + (f" (emulated, {m.device.emulator})" if m.device.emulator else "")
+    emulated = " (GPU Migration emulated)" if m.device.emulator else ""
+    label = m.device.kind + emulated
     label += f" {m.device.name}" if m.device.name else ""
     return label + (f", {m.device.threads} threads" if m.device.threads else "")
 
@@ -280,6 +349,7 @@ HEADERS = [
     "Patch",
     "Offsets",
     "Status",
+    "Rounds",
     "Device",
     "Model",
     "First batch",
@@ -304,14 +374,15 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 m.stage,
                 _patch(m),
                 str(len(m.patch.offsets)) if m.patch.files is not None else "-",
-                m.status if m.ok else f"FAILED: {m.reason}",
+                m.status if m.ok else "FAILED",
+                f"{sum(r.ok for r in s.rounds)}/{len(s.rounds)}",
                 _device(m),
                 _model(m),
-                _s(m.timing.first_batch_s),
-                _s(m.timing.steady_batch_s),
-                "-" if m.timing.samples_per_s is None else f"{m.timing.samples_per_s:.2f}",
-                _x(s.speedup_previous),
-                _x(s.speedup_first),
+                _s(s.first_batch.median_s if s.first_batch else None),
+                _steady(s.latency),
+                "-" if s.samples_per_s is None else f"{s.samples_per_s:.2f}",
+                _vs(s.vs_prev),
+                _vs(s.vs_first),
                 _mb(m),
                 _same(
                     s.identical_to_previous,
@@ -372,15 +443,44 @@ def _columns(headers: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
-def notes(report: RunReport) -> list[str]:
-    """Lines a reader must not miss: random weights, failures and where their logs are."""
+LEGEND = [
+    "Rounds: processes that succeeded / ran (`--repeat N` runs every stage once per round).",
+    "First batch: median over rounds of each process's first batch (warm-up, graph compilation).",
+    "Steady batch: median [25th–75th percentile] of every later batch of every round; n batches.",
+    "Samples/s: samples per batch / the steady median.",
+    "vs prev, vs first: speed-up (earlier latency / this latency; above 1 is faster), paired by "
+    "round, with a 95% interval (bootstrap, widened to Student's t over rounds). "
+    "≈ same: the interval contains 1 or the change is "
+    f"under {THRESHOLD:.0%}; ▲ faster / ▼ slower otherwise; ? unknown: fewer than "
+    f"{MIN_ROUNDS} rounds.",
+    "Device: where the script ran. 'GPU Migration emulated': no Gaudi; migrate's emulator of "
+    "GPU Migration (`migrate shim`) redirected the script's CUDA calls to this device.",
+]
+
+
+def notes(report: RunReport, *, failures: bool = True) -> list[str]:
+    """Lines a reader must not miss: random weights, failures, machine load, few rounds."""
     lines = []
-    if any(s.metrics.model.random_weights for s in report.stages):
+    if any(s.metrics.model.random_weights and s.metrics.samples for s in report.stages):
         lines.append(
             "Weights are random (seeded): samples show the port works and is "
             "deterministic, not image quality."
         )
-    for s in report.stages:
+    load = load_range(report)
+    if load is not None:
+        low, high, cpus = load
+        on = f" on {cpus} CPUs" if cpus else ""
+        lines.append(
+            f"Machine load while stages ran: 1-minute load average {low:.1f}–{high:.1f}{on}"
+            + (" (busy: expect wide intervals)." if cpus and high > cpus else ".")
+        )
+    rounds = max((len(s.rounds) for s in report.stages), default=0)
+    if rounds < MIN_ROUNDS and any(s.latency for s in report.stages):
+        lines.append(
+            "One round per stage: speed-ups have no verdict; use --repeat 3 to tell a real "
+            "change from a noisy machine."
+        )
+    for s in report.stages if failures else []:
         if not s.metrics.ok:
             lines.append(
                 f"Stage {s.name} failed: {s.metrics.reason} "
@@ -389,12 +489,19 @@ def notes(report: RunReport) -> list[str]:
     return lines
 
 
-def render_table(report: RunReport, against: RunReport | None = None) -> RenderableType:
-    """Rich tables, one column per stage (what fits a terminal), then the notes."""
+def render_table(
+    report: RunReport, against: RunReport | None = None, *, failures: bool = True
+) -> RenderableType:
+    """Rich tables, one column per stage (what fits a terminal), then the notes.
+
+    `failures=False` leaves out the notes on failed stages, for a command that ends with the
+    error line naming them (a failure is reported once).
+    """
     parts: list[RenderableType] = [
         _rich_table(f"run {report.run_id}", *transposed(*table_rows(report)))
     ]
-    parts += [Text(line, style="yellow") for line in notes(report)]
+    parts += [Text(line, style="dim") for line in LEGEND]
+    parts += [Text(line, style="yellow") for line in notes(report, failures=failures)]
     if against is not None:
         parts.append(
             _rich_table(
@@ -419,7 +526,7 @@ def render_text(report: RunReport, against: RunReport | None = None) -> str:
     lines = _columns(*transposed(*table_rows(report)))
     if against is not None:
         lines += ["", *_columns(*transposed(*cross_rows(cross(report, against))))]
-    return "\n".join(lines + notes(report)) + "\n"
+    return "\n".join(lines + LEGEND + notes(report)) + "\n"
 
 
 def render_markdown(report: RunReport, against: RunReport | None = None) -> str:
@@ -434,6 +541,7 @@ def render_markdown(report: RunReport, against: RunReport | None = None) -> str:
             "",
         ]
     lines += _md_table(headers, rows)
+    lines += ["", "<sub>", "", *(f"- {md_cell(n)}" for n in LEGEND), "", "</sub>"]
     extra = notes(report)
     if extra:
         lines += [""] + [f"- {n}" for n in extra]
@@ -455,7 +563,22 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
     """report.json: the run, one entry per stage, the notes, and the cross-run rows."""
 
     def stage(s: StageReport) -> dict[str, Any]:
-        data = asdict(s)
+        data: dict[str, Any] = {
+            "name": s.name,
+            "status": s.metrics.status,
+            "rounds": len(s.rounds),
+            "rounds_ok": sum(m.ok for m in s.rounds),
+            "first_batch": _first_batch_json(s),
+            "latency": asdict(s.latency) if s.latency else None,
+            "samples_per_s": s.samples_per_s,
+            "vs_prev": _ratio_json(s.vs_prev),
+            "vs_first": _ratio_json(s.vs_first),
+            "load_avg": [[m.timing.load_start, m.timing.load_end] for m in s.rounds],
+        }
+        rest = asdict(s)
+        for key in ("rounds", "first_batch", "latency", "samples_per_s", "vs_prev", "vs_first"):
+            rest.pop(key)
+        data.update(rest)
         for key in ("psnr_previous",):
             if data[key] is not None and math.isinf(data[key]):
                 data[key] = "inf"
@@ -485,11 +608,30 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
     return out
 
 
+def _first_batch_json(s: StageReport) -> dict[str, Any] | None:
+    if s.first_batch is None:
+        return None
+    return {"median_s": s.first_batch.median_s, "n": s.first_batch.n}
+
+
+def _ratio_json(r: Ratio | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "ratio": r.ratio,
+        "ci_low": r.ci_low,
+        "ci_high": r.ci_high,
+        "verdict": r.verdict,
+        "rounds": r.rounds,
+    }
+
+
 def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 _GRID_CSS = """
+table{table-layout:fixed;font-size:13px}td,th{overflow-wrap:anywhere}
 .grids{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}
 figure{margin:0}img{image-rendering:pixelated;min-width:192px;border:1px solid #999}
 pre{max-width:420px;white-space:pre-wrap;font-size:11px;background:#fee}
@@ -519,11 +661,25 @@ def render_html(report: RunReport, against: RunReport | None = None) -> str:
             cells.append(f"<figure>{img}<figcaption>{h(caption)}</figcaption></figure>")
         return f'<div class="grids">{"".join(cells)}</div>'
 
+    def links(s: StageReport) -> str:
+        """Links to the stage's files, relative to the run folder (where report.html is)."""
+        m = s.metrics
+        files = [(m.logs_dir + "/", "logs"), (m.stderr, "stderr"), (m.stdout, "stdout")]
+        files.append(("metrics.json", "metrics"))
+        return " ".join(
+            f'<a href="{h(quote(s.name))}/{h(quote(rel))}">{h(label)}</a>' for rel, label in files
+        )
+
+    # One column per stage, one row per measure: fits a 900 px window.
+    table = html_table(*transposed(headers, rows))
+    files_row = "<tr><td>Files</td>" + "".join(f"<td>{links(s)}</td>" for s in report.stages)
+    table = table.replace("</tbody>", files_row + "</tr></tbody>", 1)
     parts = [
         f"<h1>migrate run {h(report.run_id)}</h1>",
         f"<p>Recipe {h(str(report.run.get('recipe', '?')))} at "
         f"{h(str(report.run.get('commit', ''))[:12])}</p>",
-        html_table(headers, rows),
+        table,
+        "<ul class=muted>" + "".join(f"<li>{h(n)}</li>" for n in LEGEND) + "</ul>",
         "".join(f"<p><b>{h(n)}</b></p>" for n in notes(report)),
         "<h2>Sample grids</h2>",
         figures(report),
@@ -532,7 +688,7 @@ def render_html(report: RunReport, against: RunReport | None = None) -> str:
         h2, r2 = cross_rows(cross(report, against))
         parts += [
             f"<h2>{h(report.run_id)} (A) vs {h(against.run_id)} (B)</h2>",
-            html_table(h2, r2),
+            html_table(*transposed(h2, r2)),
             f"<h3>{h(against.run_id)}</h3>",
             figures(against),
         ]

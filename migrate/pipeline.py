@@ -22,7 +22,14 @@ from typing import Any
 from migrate.errors import BadInput
 from migrate.recipe import UPSTREAM, Recipe, SmokeSpec
 from migrate.smoke.device import Device, resolve
-from migrate.smoke.metrics import ModelInfo, PatchInfo, StageMetrics, load_metrics
+from migrate.smoke.metrics import (
+    METRICS_FILE,
+    ROUND_PREFIX,
+    ModelInfo,
+    PatchInfo,
+    StageMetrics,
+    load_metrics,
+)
 from migrate.smoke.runner import SmokeRequest, run_smoke
 
 RUN_FILE = "run.json"
@@ -43,6 +50,13 @@ class RunOptions:
     timeout: float | None = None
     python: str = sys.executable
     seed: int = 0  # seed of the random weights (not the sampling seed: that is a script arg)
+    repeat: int | None = None  # rounds; None: DEFAULT_REPEAT_CPU on the CPU, else 1
+
+
+# `migrate run` on the CPU measures two rounds by default: about twice the time of one, and
+# the least that gives a paired interval (one round cannot show a slow minute that hit one
+# stage). Accelerators are quiet enough for one; --repeat sets it either way.
+DEFAULT_REPEAT_CPU = 2
 
 
 @dataclass
@@ -58,13 +72,19 @@ class PreparedStageModel:
 @dataclass
 class RunResult:
     run_dir: Path
-    stages: list[StageMetrics]
+    stages: list[StageMetrics]  # round 1, one per stage
     skipped: list[str]
     reports: dict[str, Path] = field(default_factory=dict)
+    rounds: list[StageMetrics] = field(default_factory=list)  # rounds 2..N, in the order run
 
     @property
     def failed(self) -> list[StageMetrics]:
-        return [m for m in self.stages if not m.ok]
+        """The first failure of each stage that failed in any round."""
+        seen: dict[str, StageMetrics] = {}
+        for m in [*self.stages, *self.rounds]:
+            if not m.ok and m.stage not in seen:
+                seen[m.stage] = m
+        return list(seen.values())
 
 
 def _check_run_id(run_id: str | None) -> None:
@@ -87,11 +107,24 @@ def new_run_dir(runs_dir: Path) -> Path:
             run_id = f"{stamp}-{n}"
 
 
+def run_kind(run_dir: Path) -> str:
+    """`run` (a `migrate run`) or `smoke` (a `migrate smoke`), from run.json."""
+    try:
+        data = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return "run"
+    return str(data.get("kind", "run")) if isinstance(data, dict) else "run"
+
+
 def latest_run(runs_dir: Path) -> Path | None:
-    """The run folder whose run.json was written last, or None."""
+    """The `migrate run` folder whose run.json was written last, or None.
+
+    `migrate smoke` folders are left out: a quick smoke must not become what `run --resume`
+    continues or what a bare `migrate compare` shows.
+    """
     if not runs_dir.is_dir():
         return None
-    runs = [p for p in runs_dir.iterdir() if (p / RUN_FILE).is_file()]
+    runs = [p for p in runs_dir.iterdir() if (p / RUN_FILE).is_file() and run_kind(p) == "run"]
     return max(runs, key=lambda p: ((p / RUN_FILE).stat().st_mtime, p.name), default=None)
 
 
@@ -143,6 +176,19 @@ def prepare_model(
     return PreparedStageModel(
         info, list(prepared.args), dict(prepared.env), list(prepared.boot_modules)
     )
+
+
+def round_dir(run_dir: Path, stage: str, round_no: int) -> Path:
+    """Where round `round_no` of `stage` is recorded."""
+    base = run_dir / stage
+    return base if round_no == 1 else base / f"{ROUND_PREFIX}{round_no}"
+
+
+def repeat_for(options: RunOptions, device: Device) -> int:
+    """Rounds to measure: --repeat, else the CPU default (noisy) or 1."""
+    if options.repeat is not None:
+        return options.repeat
+    return DEFAULT_REPEAT_CPU if device.kind == "cpu" else 1
 
 
 def default_checkpoint(recipe: Recipe, ws: Path) -> Path | None:
@@ -231,12 +277,16 @@ def smoke_stage(
     model: PreparedStageModel,
     offsets: list[Any] | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    round_no: int = 1,
 ) -> StageMetrics:
-    """Smoke the workspace as it is now, recording it as `stage` of the run in `run_dir`."""
+    """Smoke the workspace as it is now, recording it as `stage` (round `round_no`) of the run.
+
+    Round 1 goes to `<run>/<stage>/`, later rounds to `<run>/<stage>/round-<k>/`.
+    """
     patch = patch_info(recipe, stage) if stage in {s.name for s in recipe.stages} else PatchInfo()
     patch.offsets = list(offsets or [])
     record_edits(ws, patch)
-    stage_dir = run_dir / stage
+    stage_dir = round_dir(run_dir, stage, round_no)
     if stage_dir.exists():
         shutil.rmtree(stage_dir)  # our own earlier result for this stage, being redone
     request = SmokeRequest(
@@ -270,6 +320,10 @@ class _Started:
     options: RunOptions
     tell: Callable[..., None]
     model: PreparedStageModel | None = None
+
+    @property
+    def repeat(self) -> int:
+        return repeat_for(self.options, self.device)
 
     def prepared_model(self, ws: Path) -> PreparedStageModel:
         """The model for the whole run, prepared once, when a stage first needs it."""
@@ -315,6 +369,7 @@ def _start(
     options: RunOptions,
     stages: list[str],
     tell: Callable[..., None],
+    kind: str,
 ) -> _Started:
     """The one start-up path of `run` and `smoke`, once the workspace is ready.
 
@@ -326,12 +381,18 @@ def _start(
         run_dir = new_run_dir(runs_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     options = replace(options, ckpt=options.ckpt or default_checkpoint(recipe, ws))
-    _write_run_file(run_dir, recipe, ws, options, device, stages)
+    _write_run_file(run_dir, recipe, ws, options, device, stages, kind)
     return _Started(recipe.smoke_spec(), run_dir, device, options, tell)
 
 
 def _smoke_one(
-    recipe: Recipe, ws: Path, started: _Started, stage: str, offsets: list[Any]
+    recipe: Recipe,
+    ws: Path,
+    started: _Started,
+    stage: str,
+    offsets: list[Any],
+    round_no: int = 1,
+    **told: Any,
 ) -> StageMetrics:
     """Smoke the workspace as it is now as `stage`, telling the progress callback."""
     metrics = smoke_stage(
@@ -345,8 +406,9 @@ def _smoke_one(
         started.prepared_model(ws),
         offsets,
         on_event=lambda event: started.tell("event", stage=stage, event=event),
+        round_no=round_no,
     )
-    started.tell("done", stage=stage, metrics=metrics)
+    started.tell("done", stage=stage, metrics=metrics, round=round_no, **told)
     return metrics
 
 
@@ -372,28 +434,72 @@ def run(
     stages = recipe.stages[: recipe.index(through) + 1] if through else list(recipe.stages)
     run_dir = _run_folder(runs_dir, run_id, resume=resume, reuse=False)
 
+    if resume and run_dir is not None:
+        tell("resume", run_dir=str(run_dir))
     tell("fetch", workspace=str(ws), source=source)
     ws = workspace.fetch(recipe, ws, source)
-    started = _start(recipe, ws, runs_dir, run_dir, options, [s.name for s in stages], tell)
+    _refuse_edits(ws)  # before a run folder exists: a refused run leaves none behind
+    created = run_dir is None or not run_dir.exists()
+    started = _start(recipe, ws, runs_dir, run_dir, options, [s.name for s in stages], tell, "run")
+    try:
+        return _run_rounds(recipe, ws, started, stages, resume)
+    except BaseException:
+        if created and not any(started.run_dir.glob(f"*/{METRICS_FILE}")):
+            shutil.rmtree(started.run_dir, ignore_errors=True)  # nothing measured: no husk
+        raise
+
+
+def _refuse_edits(ws: Path) -> None:
+    """`migrate run` moves the workspace through every stage: refuse edits it would stop on."""
+    from migrate import workspace
+    from migrate.errors import DirtyWorkspace
+
+    edited = workspace.changes(ws, untracked=False).modified
+    if edited:
+        shown = ", ".join(edited[:10]) + (
+            f" and {len(edited) - 10} more" if len(edited) > 10 else ""
+        )
+        raise DirtyWorkspace(
+            f"{ws} has uncommitted edits in {shown}; `migrate run` moves the workspace through "
+            "every stage, so it stops before starting: commit them, fold them into the top "
+            "stage with `migrate refresh`, or set them aside with `migrate revert --force` "
+            "(saved under .git/migrate/saved/)"
+        )
+
+
+def _run_rounds(
+    recipe: Recipe, ws: Path, started: _Started, stages: list[Any], resume: bool
+) -> RunResult:
+    """Every round of every stage, then the reports."""
+    tell = started.tell
 
     results: list[StageMetrics] = []
+    later: list[StageMetrics] = []
     skipped: list[str] = []
-    for number, stage in enumerate(stages, 1):
-        tell("stage", stage=stage.name, number=number, total=len(stages))
-        key = result_key(
-            started.spec, patch_info(recipe, stage.name), started.device, started.options
-        )
-        earlier = load_metrics(started.run_dir / stage.name) if resume else None
-        if earlier is not None and earlier.ok and earlier.key == key:
-            skipped.append(stage.name)
-            results.append(earlier)
-            tell("skip", stage=stage.name, metrics=earlier)
-            continue
-        tell("apply", stage=stage.name)
-        applied = goto_stage(recipe, ws, stage.name)
-        offsets = next((_plain(a.offsets) for a in applied if a.name == stage.name), [])
-        started.prepared_model(ws)
-        results.append(_smoke_one(recipe, ws, started, stage.name, offsets))
+    rounds = started.repeat
+    # Rounds interleave: each visits every stage in order (moving the stack), so that a slow
+    # minute on a shared machine lands on all stages of a round rather than on one stage.
+    for round_no in range(1, rounds + 1):
+        for number, stage in enumerate(stages, 1):
+            where = {"number": number, "total": len(stages), "rounds": rounds}
+            tell("stage", stage=stage.name, round=round_no, **where)
+            key = result_key(
+                started.spec, patch_info(recipe, stage.name), started.device, started.options
+            )
+            folder = round_dir(started.run_dir, stage.name, round_no)
+            earlier = load_metrics(folder) if resume else None
+            if earlier is not None and earlier.ok and earlier.key == key:
+                if round_no == 1:
+                    skipped.append(stage.name)
+                (results if round_no == 1 else later).append(earlier)
+                tell("skip", stage=stage.name, metrics=earlier, round=round_no)
+                continue
+            tell("apply", stage=stage.name)
+            applied = goto_stage(recipe, ws, stage.name)
+            offsets = next((_plain(a.offsets) for a in applied if a.name == stage.name), [])
+            started.prepared_model(ws)
+            metrics = _smoke_one(recipe, ws, started, stage.name, offsets, round_no, **where)
+            (results if round_no == 1 else later).append(metrics)
 
     from migrate import compare
 
@@ -403,7 +509,7 @@ def run(
         "html": compare.write(report, "html", started.run_dir / "report.html"),
         "json": compare.write(report, "json", started.run_dir / "report.json"),
     }
-    return RunResult(started.run_dir, results, skipped, reports)
+    return RunResult(started.run_dir, results, skipped, reports, later)
 
 
 def _plain(value: Any) -> Any:
@@ -436,6 +542,9 @@ def smoke(
     run_dir = _run_folder(runs_dir, run_id, resume=False, reuse=True)
     offsets: list[Any] = []
     if stage is not None:
+        current = (stack.applied_stages(recipe, ws) or [UPSTREAM])[-1]
+        if current != stage:
+            tell("move", stage=stage, current=current)
         tell("apply", stage=stage)
         if stage == UPSTREAM:
             if stack.applied_stages(recipe, ws):
@@ -446,10 +555,15 @@ def smoke(
     else:
         applied_names = stack.applied_stages(recipe, ws)
         stage = applied_names[-1] if applied_names else UPSTREAM
-    started = _start(recipe, ws, runs_dir, run_dir, options, [stage], tell)
+    started = _start(recipe, ws, runs_dir, run_dir, options, [stage], tell, "smoke")
     started.prepared_model(ws)
-    tell("stage", stage=stage, number=1, total=1)
-    return RunResult(started.run_dir, [_smoke_one(recipe, ws, started, stage, offsets)], [])
+    rounds = options.repeat or 1  # one stage: no pairs to protect, one round unless asked
+    results: list[StageMetrics] = []
+    for round_no in range(1, rounds + 1):
+        where = {"number": 1, "total": 1, "rounds": rounds}
+        tell("stage", stage=stage, round=round_no, **where)
+        results.append(_smoke_one(recipe, ws, started, stage, offsets, round_no, **where))
+    return RunResult(started.run_dir, results[:1], [], rounds=results[1:])
 
 
 def _write_run_file(
@@ -459,6 +573,7 @@ def _write_run_file(
     options: RunOptions,
     device: Device,
     stages: list[str],
+    kind: str = "run",
 ) -> None:
     """run.json: the recipe, the options and the stage order; kept across --resume."""
     path = run_dir / RUN_FILE
@@ -476,6 +591,7 @@ def _write_run_file(
             "options": {**asdict(options), "ckpt": str(options.ckpt) if options.ckpt else None},
             "stages": known + [s for s in stages if s not in known],
             "order": [UPSTREAM, *(s.name for s in recipe.stages)],
+            "kind": data.get("kind", kind),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )

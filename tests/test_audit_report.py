@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
+import pytest
 from clirun import migrate
 from rich.console import Console
 from test_audit_parse import REC1, REC2, REC3, write
@@ -203,3 +205,46 @@ def test_cli_folder_without_logs_is_exit_2(tmp_path: Path) -> None:
     result = migrate("log", "report", str(tmp_path / "empty"))
     assert result.returncode == 2
     assert "no log files" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_emulator_dummies_are_not_gaudi_findings(tmp_path: Path) -> None:
+    cpu = REC3.replace("hpu_mismatch", "cpu_mismatch").replace("txt2img.py:231", "txt2img.py:9")
+    report = logreport.build(write(tmp_path, REC3 + cpu))
+    md = logreport.render_markdown(report)
+    gaudi = md.split("### Mismatches: no Gaudi equivalent (fix these)")[1].split("###")[0]
+    dummies = md.split("### Emulator dummies")[1]
+    assert "txt2img.py:231" in gaudi and "txt2img.py:9" not in gaudi
+    assert "txt2img.py:9" in dummies
+    only_cpu = logreport.render_markdown(logreport.build(write(tmp_path, cpu, "c.log")))
+    assert "no Gaudi equivalent" not in only_cpu and "Emulator dummies" in only_cpu
+
+
+def test_garbage_says_nothing_parsed_instead_of_empty_tables() -> None:
+    result = migrate("log", "report", "-", stdin="garbage\nmore garbage\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "No GPU Migration records parsed from - (2 line(s) that are not log records: "
+        "is it a GPU Migration log?)."
+    )
+
+
+def test_root_is_the_runs_workspace_else_the_git_work_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "runs" / "r1"
+    logs = run / "minimal" / "logs"
+    logs.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"workspace": "/ws"}))
+    log = write(logs, REC1.replace("train.py:12", "/ws/train.py:12"))
+    root, why = logreport.infer_root([str(log)])
+    assert root == "/ws" and str(run / "run.json") in why
+    data = json.loads(migrate("log", "report", str(logs), "--format", "json").stdout)
+    assert data["root"] == "/ws" and data["by_origin"] == {"project": 1}
+    loose = write(tmp_path, REC1, "loose.log")  # not in a run: the git tree around the cwd
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    monkeypatch.chdir(project / "sub")
+    root, why = logreport.infer_root([str(loose)])
+    assert root is not None and Path(root).resolve() == project.resolve()
+    assert "git work tree" in why

@@ -176,6 +176,7 @@ def test_coverage(tmp_path: Path) -> None:
         "exercised": 4,
         "never_ran": len(result.findings) - 4,
         "unexplained_sites": 2,
+        "moved_sites": 0,  # these records carry no source text to check
     }
 
 
@@ -192,3 +193,27 @@ def test_cli_scan_with_log(tmp_path: Path) -> None:
     page = migrate("scan", str(root), "--log", str(log), "--format", "html")
     assert page.returncode == 0 and page.stdout.startswith("<!DOCTYPE html>")
     assert "<h3>Never ran</h3>" in page.stdout and "</html>" in page.stdout
+
+
+def test_logs_from_another_stage_are_matched_by_text_and_warned_about(tmp_path: Path) -> None:
+    """A stage added two lines above: logged line 6 holds what is now at line 8."""
+    root = tree(tmp_path)
+    record = (
+        "[2024-01-02 10:00:00] main.py:{line}\n"
+        "    [context]:         {text}\n"
+        "    [hpu_match]: torch.nn.Module.cuda() --> torch.nn.Module.to(hpu)\n\n"
+    )
+    text = "model = Net().cuda()                                    # line 8"
+    log = write(
+        tmp_path,
+        record.format(line=6, text=text) + record.format(line=8, text=text),
+        "run/gpu_migration_1.log",
+    )
+    cov = coverage(scan(root), logreport.build(log, root=root))
+    assert [(s.line, line) for s, line in cov.moved] == [(6, 8)]
+    assert dict(((f.path, f.line), n) for f, n in cov.exercised)[("main.py", 8)] == 2
+    assert cov.warnings() and "1 matched by text at another line" in cov.warnings()[0]
+    gone = write(tmp_path, record.format(line=8, text="x = gone()"), "run2/gpu_migration_1.log")
+    cov = coverage(scan(root), logreport.build(gone, root=root))
+    assert [(s.line, line) for s, line in cov.moved] == [(8, None)]
+    assert ("main.py", 8) not in {(f.path, f.line) for f, _ in cov.exercised}

@@ -77,12 +77,17 @@ def test_stage_reports(run: Path) -> None:
     report = compare.load_run(run)
     by = {s.name: s for s in report.stages}
     assert [s.name for s in report.stages] == ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
-    assert by["compat"].identical_to_previous is None and by["compat"].speedup_previous is None
+    assert by["compat"].identical_to_previous is None and by["compat"].vs_prev is None
     assert by["minimal"].identical_to_previous is True
-    assert by["minimal"].speedup_previous == pytest.approx(2.0)
-    assert by["minimal"].speedup_first == pytest.approx(2.0)
-    assert by["hpu_graph"].speedup_previous is None  # failed: no latency
-    assert by["randn_to_cpu"].speedup_first == pytest.approx(0.5)
+    minimal = by["minimal"].vs_prev
+    assert minimal is not None and minimal.ratio == pytest.approx(2.0)
+    assert minimal.verdict == "unknown" and minimal.rounds == 1  # one round: no verdict
+    assert by["minimal"].vs_first is not None
+    assert by["minimal"].vs_first.ratio == pytest.approx(2.0)
+    assert by["hpu_graph"].vs_prev is None  # failed: no latency
+    assert by["randn_to_cpu"].vs_first is not None
+    assert by["randn_to_cpu"].vs_first.ratio == pytest.approx(0.5)
+    assert by["minimal"].latency is not None and by["minimal"].latency.median_s == 0.25
     # compared with hpu_graph (failed, no samples): nothing to say
     assert by["randn_to_cpu"].identical_to_previous is None
 
@@ -185,7 +190,8 @@ def test_two_runs_and_formats(run: Path, tmp_path: Path) -> None:
     assert rows["hpu_graph"].b is None
 
     md = compare.render(a, "md", b)
-    assert "| minimal |" in md and "identical" in md and "FAILED: exit code 1: boom" in md
+    assert "| minimal |" in md and "identical" in md and "| FAILED |" in md
+    assert md.count("exit code 1: boom") == 1  # a failure is reported once
     assert "(A) vs `r2` (B)" in md and "Weights are random" in md
     data = json.loads(compare.render(a, "json", b))
     assert data["stages"][1]["psnr_previous"] == "inf"

@@ -23,6 +23,11 @@ def test_new_run_dirs_are_unique_and_latest_is_the_last_written(tmp_path: Path) 
         os.utime(run / "run.json", (1000 + i, 1000 + i))
     assert pipeline.latest_run(tmp_path) == a
     assert pipeline.latest_run(tmp_path / "nope") is None
+    # A later `migrate smoke` folder is not the latest run (resume and compare skip it).
+    smoke = pipeline.new_run_dir(tmp_path)
+    (smoke / "run.json").write_text('{"kind": "smoke"}')
+    os.utime(smoke / "run.json", (2000, 2000))
+    assert pipeline.latest_run(tmp_path) == a
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", ".hidden", ""])

@@ -111,8 +111,18 @@ def test_run_writes_reports_md_json_and_self_contained_html(toy: dict[str, Path]
     last = report["stages"][-1]["log_changes"]  # randn_to_cpu moved the randn off `cuda`
     assert last["added"] >= 1 and last["removed"] >= 1
     assert any("torch.randn" in api for api in last["apis"])
+    # --repeat defaults to 2 on the CPU: every stage has two rounds, paired into verdicts
+    assert [s["rounds"] for s in report["stages"]] == [2] * len(STAGES)
+    assert all((toy["run"] / s / "round-2" / "metrics.json").is_file() for s in STAGES)
+    for s in report["stages"]:
+        assert s["latency"]["n"] == 2 * 2  # two steady batches per round
+    assert [s["vs_prev"]["verdict"] for s in report["stages"][1:]] != []
+    assert all(
+        s["vs_prev"]["verdict"] in ("same", "faster", "slower") for s in report["stages"][1:]
+    )
     html = (toy["run"] / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(STAGES)
+    assert 'href="minimal/stderr.log"' in html and 'href="minimal/metrics.json"' in html
     assert not re.search(r"""(src|href)=["']?(https?:|/|file:)""", html)
 
 
@@ -178,7 +188,8 @@ def test_resume_skips_done_stages_and_redoes_missing_ones(toy: dict[str, Path]) 
         "first",
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count("skipped (--resume)") == 3
+    # two rounds (the CPU default) of the three other stages
+    assert done.stderr.count("skipped (--resume)") == 3 * 2
     after = {s: metrics(run / s)["started"] for s in STAGES}
     assert all(after[s] == before[s] for s in STAGES if s != "hpu_graph")
     assert metrics(run / "hpu_graph")["status"] == "ok"
@@ -207,6 +218,68 @@ def test_resume_skips_done_stages_and_redoes_missing_ones(toy: dict[str, Path]) 
     assert again.returncode == 0, again.stderr
     assert "skipped" not in again.stderr
     assert metrics(run / "compat")["timing"]["steps"] == 3 * 2
+
+
+def test_smoke_repeat_rounds_and_smoke_runs_are_never_the_latest_run(
+    toy: dict[str, Path],
+) -> None:
+    from migrate.pipeline import latest_run
+
+    before = latest_run(toy["runs"])
+    done = migrate(
+        "smoke",
+        "compat",
+        "--recipe",
+        str(RECIPE),
+        "--workspace",
+        str(toy["ws"]),
+        "--runs-dir",
+        str(toy["runs"]),
+        "--device",
+        "cpu",
+        "--run-id",
+        "smoked",
+        "--repeat",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr
+    smoked = toy["runs"] / "smoked"
+    assert metrics(smoked / "compat")["status"] == "ok"
+    assert metrics(smoked / "compat" / "round-2")["status"] == "ok"
+    assert "[round 2/2, 1/1]" in done.stderr
+    assert json.loads((smoked / "run.json").read_text())["kind"] == "smoke"
+    assert latest_run(toy["runs"]) == before != smoked
+    report = json.loads(migrate("compare", str(smoked), "--format", "json").stdout)
+    assert report["stages"][0]["rounds"] == 2 and report["stages"][0]["latency"]["n"] == 4
+
+
+def test_a_run_refused_for_edits_leaves_no_run_folder(toy: dict[str, Path]) -> None:
+    ws = toy["ws"]
+    edited = ws / "toy" / "model.py"
+    before = edited.read_text()
+    edited.write_text(before + "# my edit\n")
+    try:
+        done = migrate(
+            "run",
+            "--recipe",
+            str(RECIPE),
+            "--source",
+            str(toy["source"]),
+            "--workspace",
+            str(ws),
+            "--runs-dir",
+            str(toy["runs"]),
+            "--device",
+            "cpu",
+            "--run-id",
+            "refused",
+        )
+    finally:
+        edited.write_text(before)
+    assert done.returncode == 1
+    assert "uncommitted edits in toy/model.py" in done.stderr
+    assert "migrate revert --force" in done.stderr and "pass --force" not in done.stderr
+    assert not (toy["runs"] / "refused").exists()
 
 
 CRASH_HUNK = """\

@@ -36,7 +36,9 @@ Count objects are ordered by count (descending), then key, so the output is dete
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.audit.parse import (
+    STDIN,
     Malformed,
     Record,
     expand_inputs,
@@ -123,6 +126,7 @@ class FreeText:
 class Report:
     inputs: list[str]
     root: str | None
+    root_source: str = "--root"  # how the root was chosen (see `infer_root`)
     logs: dict[str, int] = field(default_factory=dict)
     records: int = 0
     by_tag: Counter[str] = field(default_factory=Counter)
@@ -191,6 +195,7 @@ class Report:
             "schema": SCHEMA,
             "inputs": list(self.inputs),
             "root": self.root,
+            "root_source": self.root_source if self.root is not None else None,
             "logs": dict(self.logs),
             "records": self.records,
             "by_tag": ordered_counts(self.by_tag),
@@ -252,19 +257,67 @@ def is_free_text(replacement: str) -> bool:
     return bool(replacement) and not _CALL.match(replacement)
 
 
+GAUDI_MISMATCHES = "Mismatches: no Gaudi equivalent (fix these)"
+EMULATOR_DUMMIES = (
+    "Emulator dummies (cpu_mismatch: no CPU equivalent in the emulator; not a Gaudi finding)"
+)
+
+
+def mismatch_groups(report: Report) -> list[tuple[str, list[Mismatch]]]:
+    """Mismatches to fix for Gaudi, and the emulator's own dummies (`cpu_mismatch`) apart."""
+    ordered = [m for _, m in sorted(report.mismatches.items())]
+    groups = [
+        (GAUDI_MISMATCHES, [m for m in ordered if m.tag != "cpu_mismatch"]),
+        (EMULATOR_DUMMIES, [m for m in ordered if m.tag == "cpu_mismatch"]),
+    ]
+    return [(title, items) for title, items in groups if items]
+
+
 def ordered_counts(counter: Counter[str]) -> dict[str, int]:
     """Counts ordered by count descending, then key: deterministic output."""
     return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def infer_root(inputs: Iterable[str | Path]) -> tuple[str | None, str]:
+    """The project root for logs given without --root, and how it was found.
+
+    A log inside a run folder (`runs/<run-id>/<stage>/logs/`) belongs to the workspace that
+    run.json names; otherwise the git work tree around the current folder is the project.
+    """
+    for item in inputs:
+        if str(item) == STDIN:
+            continue
+        for folder in Path(item).resolve().parents:
+            run_file = folder / "run.json"
+            if run_file.is_file():
+                try:
+                    workspace = json.loads(run_file.read_text()).get("workspace")
+                except (OSError, ValueError, AttributeError):
+                    workspace = None
+                if isinstance(workspace, str) and workspace:
+                    return workspace, f"the workspace named by {run_file}"
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None, ""
+    if top.returncode == 0 and top.stdout.strip():
+        return top.stdout.strip(), "the git work tree of the current folder"
+    return None, ""
 
 
 def build(
     inputs: str | Path | Iterable[str | Path],
     root: str | Path | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    root_source: str = "--root",
 ) -> Report:
     """Parse `inputs` (files, folders, .gz, "-") and aggregate them into a Report."""
     names = [str(i) for i in ([inputs] if isinstance(inputs, str | Path) else inputs)]
-    report = Report(inputs=names, root=str(root) if root is not None else None)
+    report = Report(
+        inputs=names, root=str(root) if root is not None else None, root_source=root_source
+    )
     for log in expand_inputs(names):  # every log file is listed, also one with no records
         report.logs.setdefault("<stdin>" if log == "-" else log, 0)
     malformed = CappedList(MALFORMED_KEPT)
@@ -319,8 +372,30 @@ def _row(table: Table, *cells: str) -> None:
     table.add_row(*(escape(c) for c in cells))
 
 
+def nothing_parsed(report: Report) -> str | None:
+    """One line instead of empty tables when the inputs held no record at all."""
+    if report.records:
+        return None
+    bad = (
+        f" ({report.malformed_total} line(s) that are not log records: is it a GPU Migration log?)"
+        if report.malformed_total
+        else ""
+    )
+    return f"No GPU Migration records parsed from {', '.join(report.inputs)}{bad}."
+
+
+def root_line(report: Report) -> str:
+    """Which folder counts as the project (origin `project`), and how it was chosen."""
+    if report.root is None:
+        return "Project root: none (give --root): project files show as origin 'unknown'."
+    return f"Project root: {report.root} ({report.root_source})."
+
+
 def render_table(report: Report, limit: int | None = 30) -> RenderableType:
     """Rich tables for the terminal; the longest lists are cut to `limit` rows (None: all)."""
+    empty = nothing_parsed(report)
+    if empty:
+        return Text(empty)
     parts: list[RenderableType] = []
     summary = Text.assemble(
         ("records ", "bold"),
@@ -339,6 +414,7 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
         (str(report.malformed_total), "yellow" if report.malformed_total else ""),
     )
     parts.append(summary)
+    parts.append(Text(root_line(report), style="dim"))
 
     def counts(title: str, counter: Counter[str], label: str) -> Table:
         table = Table(title=title, title_justify="left")
@@ -378,17 +454,17 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
         sites.caption = f"{len(report.call_sites) - limit} more call sites"
     parts.append(sites)
 
-    if report.mismatches:
+    for title, items in mismatch_groups(report):
         mis = Table(
-            title="Mismatches: no Gaudi equivalent (fix these)",
+            title=title,
             title_justify="left",
-            title_style="bold red",
+            title_style="bold red" if title == GAUDI_MISMATCHES else "bold",
         )
         mis.add_column("file:line", overflow="fold")
         mis.add_column("API", overflow="fold")
         mis.add_column("replaced by")
         mis.add_column("count", justify="right", no_wrap=True)
-        for _, m in sorted(report.mismatches.items()):
+        for m in items:
             _row(
                 mis,
                 f"{m.path}:{m.line}",
@@ -435,6 +511,9 @@ def _md_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str
 
 def render_markdown(report: Report, limit: int | None = 30) -> str:
     """Markdown ready to paste into a pull request."""
+    empty = nothing_parsed(report)
+    if empty:
+        return f"## GPU Migration log report\n\n{empty}\n"
     total_mis = sum(m.count for m in report.mismatches.values())
     lines = [
         "## GPU Migration log report",
@@ -442,6 +521,8 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
         f"**{report.records}** records from {len(report.logs)} log file(s), "
         f"**{len(report.call_sites)}** call sites, **{total_mis}** mismatch record(s), "
         f"{report.malformed_total} malformed line(s).",
+        "",
+        root_line(report),
         "",
         "### By tag",
         "",
@@ -497,9 +578,9 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
         ),
         more,
     ]
-    if report.mismatches:
+    for title, items in mismatch_groups(report):
         lines += [
-            "### Mismatches (no Gaudi equivalent: fix these)",
+            f"### {title}",
             "",
             *_md_table(
                 ["file:line", "call", "replaced by", "count"],
@@ -510,7 +591,7 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
                         md_code(m.replacement),
                         str(m.count),
                     ]
-                    for _, m in sorted(report.mismatches.items())
+                    for m in items
                 ),
             ),
             "",
@@ -564,6 +645,11 @@ def _html_counts(title: str, counter: Counter[str], label: str, limit: int | Non
 
 def render_html(report: Report, limit: int | None = 200) -> str:
     """One self-contained HTML page: inline CSS, no scripts, no external assets."""
+    empty = nothing_parsed(report)
+    if empty:
+        return html_page(
+            "GPU Migration log report", f"<h1>GPU Migration log report</h1><p>{h(empty)}</p>"
+        )
     total_mis = sum(m.count for m in report.mismatches.values())
     cards = [
         ("records", report.records, ""),
@@ -587,16 +673,16 @@ def render_html(report: Report, limit: int | None = 200) -> str:
         + _html_counts("By origin", report.by_origin, "origin", limit)
         + "</div>"
     )
-    if report.mismatches:
+    for title, items in mismatch_groups(report):
         rows = "".join(
             f"<tr class=mis><td><code>{h(m.path)}:{m.line}</code></td>"
             f"<td><code>{h(m.api)}({h(clip(m.args, 120))})</code></td>"
             f"<td><code>{h(m.replacement)}</code></td><td><code>{h(clip(m.context))}"
             f"</code></td><td class=n>{m.count}</td></tr>"
-            for _, m in sorted(report.mismatches.items())
+            for m in items
         )
         body.append(
-            "<section><h2>Mismatches: no Gaudi equivalent (fix these)</h2><table>"
+            f"<section><h2>{h(title)}</h2><table>"
             "<tr><th>file:line</th><th>call</th><th>replaced by</th><th>context</th>"
             f"<th>count</th></tr>{rows}</table></section>"
         )

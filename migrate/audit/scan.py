@@ -91,6 +91,20 @@ class Coverage:
     exercised: list[tuple[Finding, int]] = field(default_factory=list)
     never_ran: list[Finding] = field(default_factory=list)
     unexplained: list[tuple[CallSite, bool]] = field(default_factory=list)  # (site, in tree)
+    # Logged sites whose source text is not at their line in this tree (logs from another
+    # stage): (site, the line it was matched at by its text, or None when the text is gone).
+    moved: list[tuple[CallSite, int | None]] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        """Say when the logs do not match this tree line for line."""
+        if not self.moved:
+            return []
+        found = sum(1 for _, line in self.moved if line is not None)
+        return [
+            f"{len(self.moved)} logged call site(s) do not show their logged source text at "
+            f"their line in this tree (logs from another stage?): {found} matched by text at "
+            f"another line, {len(self.moved) - found} not found."
+        ]
 
     def to_json(self) -> dict:
         return {
@@ -101,7 +115,12 @@ class Coverage:
                 "exercised": len(self.exercised),
                 "never_ran": len(self.never_ran),
                 "unexplained_sites": len(self.unexplained),
+                "moved_sites": len(self.moved),
             },
+            "moved": [
+                {"path": s.path, "line": s.line, "matched_line": line, "context": s.context}
+                for s, line in self.moved
+            ],
             "exercised": [{**f.to_json(), "count": n} for f, n in self.exercised],
             "never_ran": [f.to_json() for f in self.never_ran],
             "unexplained": [
@@ -377,6 +396,33 @@ def _normaliser(result: ScanResult):  # noqa: ANN202 - a small closure
     return normalise
 
 
+class _SourceLines:
+    """The scanned files' lines (stripped), read once each, for matching logged source text."""
+
+    def __init__(self, result: ScanResult) -> None:
+        root = Path(result.root)
+        self.base = root.parent if root.is_file() else root
+        self.cache: dict[str, list[str]] = {}
+
+    def lines(self, rel: str) -> list[str]:
+        if rel not in self.cache:
+            try:
+                text = (self.base / rel).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = ""
+            self.cache[rel] = [line.strip() for line in text.splitlines()]
+        return self.cache[rel]
+
+    def line(self, rel: str, number: int) -> str | None:
+        lines = self.lines(rel)
+        return lines[number - 1] if 0 < number <= len(lines) else None
+
+    def find(self, rel: str, text: str, near: int) -> int | None:
+        """The line holding `text` nearest to `near` (1-based), or None."""
+        found = [i + 1 for i, line in enumerate(self.lines(rel)) if line == text]
+        return min(found, key=lambda n: abs(n - near)) if found else None
+
+
 def coverage(result: ScanResult, report: Report) -> Coverage:
     """Match static findings against the call sites of an aggregated log report."""
     normalise = _normaliser(result)
@@ -385,9 +431,20 @@ def coverage(result: ScanResult, report: Report) -> Coverage:
     for f in result.findings:
         by_file.setdefault(f.path, []).append(f)
     hits: Counter[Finding] = Counter()
+    source = _SourceLines(result)
     for site in report.sorted_sites():
         rel = normalise(site.path)
-        matched = [f for f in by_file.get(rel or "", []) if f.line <= site.line <= f.end_line]
+        line = site.line
+        if rel is not None and site.context and site.context.strip():
+            text = site.context.strip()
+            if source.line(rel, line) != text:
+                line = source.find(rel, text, near=site.line)
+                cov.moved.append((site, line))
+        matched = (
+            [f for f in by_file.get(rel or "", []) if f.line <= line <= f.end_line]
+            if line is not None
+            else []
+        )
         for f in matched:
             hits[f] += site.count
         if not matched:
@@ -471,6 +528,7 @@ def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
                 f"{s['unexplained_sites']} runtime call sites not explained by a static site"
             )
         )
+        parts += [Text(w, style="yellow") for w in cov.warnings()]
         if cov.exercised:
             parts.append(finding_table("Exercised at run time", [(f, n) for f, n in cov.exercised]))
         if cov.never_ran:
@@ -553,7 +611,8 @@ def _sections(result: ScanResult) -> list[_Section]:
                 "Coverage",
                 f"{s['exercised']} of {s['static_sites']} static sites exercised by "
                 f"{cov.records} records, {s['never_ran']} never ran, {s['unexplained_sites']} "
-                "runtime call sites not explained by a static site.",
+                "runtime call sites not explained by a static site."
+                + "".join(" Warning: " + w for w in cov.warnings()),
                 [],
                 [],
             )

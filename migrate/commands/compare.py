@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from migrate.commands.options import recipe_option
-from migrate.commands.output import print_report
+from migrate.commands.output import print_report, wrote
 
 
 def _run_dir(value: str | None, runs_dir: Path) -> Path:
@@ -79,7 +79,7 @@ def compare(
     other = lib.load_run(_run_dir(against, runs_dir)) if against else None
     if out is not None:
         lib.write(report, fmt, out, other)
-        Console(stderr=True).print(f"report written to {out}")
+        wrote(Console(stderr=True), out)
         return
     if fmt != "table":
         click.echo(lib.render(report, fmt, other), nl=False)

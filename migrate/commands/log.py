@@ -26,7 +26,9 @@ def log() -> None:
     type=click.Path(file_okay=False, exists=True),
     default=None,
     help="The project's folder (e.g. the workspace): absolute paths under it count as "
-    "'project' code; site-packages paths count as torch or third_party.",
+    "'project' code; site-packages paths count as torch or third_party [default: the "
+    "workspace of the run the logs are in, else the current git work tree; the report says "
+    "which].",
 )
 @format_option()
 @out_option
@@ -38,8 +40,8 @@ def report(
 
     \b
     Examples:
-      migrate log report gpu_migration_logs/
-      migrate log report run/*.log --root upstream/stable-diffusion --format md --out audit.md
+      migrate log report runs/<run-id>/minimal/logs
+      migrate log report runs/<run-id>/ --root upstream/stable-diffusion --format md --out a.md
       migrate log report gpu_migration_1762.log.gz --format json | jq .by_api
       zcat old.log.gz | migrate log report -
     """
@@ -47,8 +49,11 @@ def report(
     from migrate.audit.parse import input_bytes
     from migrate.render import render
 
+    root_source = "--root"
+    if root is None:
+        root, root_source = lib.infer_root(inputs)
     with byte_progress(input_bytes(inputs), "parsing") as on_bytes:
-        result = lib.build(list(inputs), root=root, on_bytes=on_bytes)
+        result = lib.build(list(inputs), root=root, on_bytes=on_bytes, root_source=root_source)
     rows = None if limit == 0 else limit
     rendered = render(
         fmt,
@@ -107,7 +112,7 @@ def diff(
 
     \b
     Examples:
-      migrate log diff runs/compat/logs runs/minimal/logs
+      migrate log diff runs/<run-id>/compat/logs runs/<run-id>/minimal/logs
       migrate log diff a.log b.log --format md --out stage-diff.md
       migrate log diff gaudi/ emulated/ --root /gaudi/sd --root ws/ --ignore-target \\
           --label gaudi --label emulator --format html --out fidelity.html

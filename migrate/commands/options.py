@@ -108,6 +108,21 @@ timeout_option = click.option(
     help="Seconds before a stage's script is stopped and recorded as failed "
     "[default: the recipe's].",
 )
+
+
+def repeat_option(default_help: str) -> Callable[[F], F]:
+    """--repeat N: rounds of measurement (each round runs every stage once, in order)."""
+    return click.option(
+        "--repeat",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help="Rounds: each round runs every stage once, in order, so that a slow minute on a "
+        "shared machine hits all stages alike; speed-ups get intervals and verdicts from "
+        f"2 rounds on [default: {default_help}].",
+    )
+
+
 runs_dir_option = click.option(
     "--runs-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -49,7 +50,7 @@ def emit(rendered: str | RenderableType, out: str | Path | None) -> None:
         folder = target.parent
         why = f"the folder {folder} does not exist" if not folder.is_dir() else exc.strerror
         raise BadInput(f"--out {out}: cannot write: {why or exc}") from None
-    Console(stderr=True, highlight=False).print(f"wrote {out}")
+    wrote(Console(stderr=True), out)
 
 
 @contextmanager
@@ -97,12 +98,12 @@ class StageProgress:
     def __call__(self, what: str, details: dict[str, Any]) -> None:
         stage = details.get("stage", "")
         if what == "fetch":
-            self.bar.update(self.task, description=f"fetching upstream into {details['workspace']}")
+            source = f" from {details['source']}" if details.get("source") else ""
+            self.console.print(f"fetching upstream into {details['workspace']}{source}")
+            self.bar.update(self.task, description="fetching")
         elif what == "stage":
             self.steps_per_batch = None
-            self.bar.update(
-                self.task, description=f"[{details['number']}/{details['total']}] {stage}"
-            )
+            self.bar.update(self.task, description=f"{position(details)} {stage}")
         elif what == "apply":
             self.bar.update(self.task, description=f"{stage}: applying")
         elif what == "prepare":
@@ -112,10 +113,18 @@ class StageProgress:
                 f"[dim]{stage}: same patches and options as before, skipped (--resume)[/dim]",
                 soft_wrap=True,
             )
+        elif what == "resume":
+            self.console.print(f"resuming run {details['run_dir']}", soft_wrap=True)
+        elif what == "move":
+            self.console.print(
+                f"moving the workspace from {details['current']} to {stage}", soft_wrap=True
+            )
         elif what == "event":
             self._event(stage, details["event"])
         elif what == "done":
-            self.console.print(stage_line(details["metrics"]), soft_wrap=True)
+            self.console.print(
+                f"{position(details)} {stage_line(details['metrics'])}", soft_wrap=True
+            )
 
     def _event(self, stage: str, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -141,10 +150,18 @@ class StageProgress:
             )
 
 
+def position(details: dict[str, Any]) -> str:
+    """`[n/N]`, with the round when there are several: `[round 2/3, 1/4]`."""
+    where = f"{details.get('number', 1)}/{details.get('total', 1)}"
+    rounds = details.get("rounds") or 1
+    text = f"[round {details.get('round', 1)}/{rounds}, {where}]" if rounds > 1 else f"[{where}]"
+    return escape(text)  # rich would read "[1/4]" as markup
+
+
 def stage_line(m: Any) -> str:
     """One line per stage result: what a user sees scroll by."""
     if not m.ok:
-        return f"[red]✗ {m.stage}[/red]: {m.reason}"
+        return f"[red]✗ {m.stage} failed[/red] (see the error line below)"
     t = m.timing
     steady = f", steady {t.steady_batch_s:.3f} s" if t.steady_batch_s else ""
     weights = " [yellow](random weights)[/yellow]" if m.model.random_weights else ""
@@ -173,14 +190,8 @@ def raise_if_failed(result: Any) -> None:
 
 
 def report_result(console: Console, result: Any) -> None:
-    """Say where things are, which stages failed and why, and whether weights were random."""
-    for m in result.failed:
-        console.print(
-            f"[red]stage {m.stage} failed[/red]: {m.reason}\n"
-            f"  full log: {result.run_dir / m.stage / m.stderr}",
-            soft_wrap=True,
-        )
-    if any(m.model.random_weights for m in result.stages):
+    """Say where things are and whether weights were random (failures: `raise_if_failed`)."""
+    if any(m.model.random_weights and m.samples for m in result.stages):
         console.print(
             "[yellow]Weights are random (seeded): the samples show that the model "
             "runs and is deterministic, not image quality.[/yellow]",
@@ -189,8 +200,13 @@ def report_result(console: Console, result: Any) -> None:
     console.print(f"results: {result.run_dir}", soft_wrap=True)
 
 
-def print_report(console: Console, report: Any, other: Any = None) -> None:
+def print_report(console: Console, report: Any, other: Any = None, failures: bool = True) -> None:
     """A run's comparison report as rich tables (one column per stage)."""
     from migrate import compare
 
-    console.print(compare.render_table(report, other))
+    console.print(compare.render_table(report, other, failures=failures))
+
+
+def wrote(console: Console, path: Any, also: str = "") -> None:
+    """The one wording for a file written: `wrote PATH`."""
+    console.print(f"wrote {path}{also}", soft_wrap=True, highlight=False)

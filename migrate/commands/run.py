@@ -16,11 +16,12 @@ from migrate.commands.options import (
     passthrough,
     python_option,
     recipe_option,
+    repeat_option,
     runs_dir_option,
     timeout_option,
     workspace_option,
 )
-from migrate.commands.output import StageProgress, print_report, raise_if_failed
+from migrate.commands.output import StageProgress, print_report, raise_if_failed, wrote
 
 
 @click.command(cls=PassthroughCommand)
@@ -43,6 +44,7 @@ from migrate.commands.output import StageProgress, print_report, raise_if_failed
     "patches and options are not run again.",
 )
 @click.option("--run-id", default=None, help="Name of the run folder [default: UTC time].")
+@repeat_option("2 on the CPU, else 1")
 @timeout_option
 @runs_dir_option
 @python_option
@@ -58,6 +60,7 @@ def run(
     source: str | None,
     resume: bool,
     run_id: str | None,
+    repeat: int | None,
     timeout: float | None,
     runs_dir: Path | None,
     python: str | None,
@@ -84,7 +87,12 @@ def run(
         loaded.stage(through)
     ws = path_for(loaded, workspace)
     options = pipeline.RunOptions(
-        device=device, model=model, ckpt=ckpt, extra_args=passthrough(ctx), timeout=timeout
+        device=device,
+        model=model,
+        ckpt=ckpt,
+        extra_args=passthrough(ctx),
+        timeout=timeout,
+        repeat=repeat,
     )
     if python is not None:
         options.python = interpreter(python)
@@ -103,7 +111,7 @@ def run(
         )
     from migrate import compare
 
-    print_report(Console(highlight=False), compare.load_run(result.run_dir))
-    # (the report's notes above already say which stages failed and if weights are random)
-    console.print(f"report: {result.reports['html']} (also report.md, report.json)", soft_wrap=True)
+    # Failures are left to the error line below: each is reported once, with its log.
+    print_report(Console(highlight=False), compare.load_run(result.run_dir), failures=False)
+    wrote(console, result.reports["html"], " (also report.md, report.json)")
     raise_if_failed(result)

@@ -32,7 +32,7 @@ def scan(path: str, logs: tuple[str, ...], fmt: str, out: str | None, limit: int
     \b
     Examples:
       migrate scan upstream/stable-diffusion
-      migrate scan upstream/stable-diffusion --log runs/minimal/gpu_migration_logs/
+      migrate scan upstream/stable-diffusion --log runs/<run-id>/minimal/logs
       migrate scan . --format md --out cuda-usage.md
     """
     from migrate.audit import report

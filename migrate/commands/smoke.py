@@ -16,6 +16,7 @@ from migrate.commands.options import (
     passthrough,
     python_option,
     recipe_option,
+    repeat_option,
     runs_dir_option,
     timeout_option,
     workspace_option,
@@ -30,6 +31,7 @@ from migrate.commands.output import StageProgress, raise_if_failed, report_resul
 @device_option
 @model_option
 @ckpt_option
+@repeat_option("1")
 @timeout_option
 @runs_dir_option
 @python_option
@@ -47,6 +49,7 @@ def smoke(
     device: str,
     model: str | None,
     ckpt: Path | None,
+    repeat: int | None,
     timeout: float | None,
     runs_dir: Path | None,
     python: str | None,
@@ -72,7 +75,12 @@ def smoke(
     loaded = load_recipe(recipe)
     ws = path_for(loaded, workspace)
     options = pipeline.RunOptions(
-        device=device, model=model, ckpt=ckpt, extra_args=passthrough(ctx), timeout=timeout
+        device=device,
+        model=model,
+        ckpt=ckpt,
+        extra_args=passthrough(ctx),
+        timeout=timeout,
+        repeat=repeat,
     )
     if python is not None:
         options.python = interpreter(python)

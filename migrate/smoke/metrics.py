@@ -16,6 +16,7 @@ from typing import Any
 
 SCHEMA = 1
 METRICS_FILE = "metrics.json"
+ROUND_PREFIX = "round-"  # runs/<run>/<stage>/round-<k>/: rounds 2..N of `--repeat N`
 
 
 @dataclass
@@ -29,6 +30,12 @@ class Timing:
     samples_per_s: float | None = None  # all samples over all batch time
     steady_samples_per_s: float | None = None
     steps: int = 0
+    batch_size: float | None = None  # samples per batch
+    # The machine's 1-minute load average when the child started and when it exited, and its
+    # CPU count: a busy neighbour shows here (and widens the report's intervals).
+    load_start: float | None = None
+    load_end: float | None = None
+    cpus: int | None = None
 
 
 @dataclass
@@ -191,6 +198,7 @@ def timing_from_events(
             else (n_samples / len(batch_s) if n_samples else None)
         )
         total = sum(batch_s)
+        timing.batch_size = per_batch
         if per_batch and total > 0:
             timing.samples_per_s = per_batch * len(batch_s) / total
             if timing.steady_batch_s:

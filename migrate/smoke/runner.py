@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(req.workspace)]))
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with (stage_dir / "stdout.log").open("wb") as out, (stage_dir / "stderr.log").open("wb") as err:
+        load_start = _load_average()
         spawned = time.time()
         child = subprocess.Popen(
             [req.python, str(script), *argv],
@@ -154,6 +155,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
             raise
         exited = time.time()
         returncode = child.wait()
+        load_end = _load_average()
 
     events = read_events(events_path)  # the complete file, tail included
     samples = _artifacts(stage_dir, out_dir.glob(req.spec.samples))
@@ -189,7 +191,12 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         seed=seed_of(argv, req.spec.seed_option),
         argv=[req.spec.script, *argv],
         key=req.key,
-        timing=timing_from_events(events, spawned, exited, len(samples)),
+        timing=replace(
+            timing_from_events(events, spawned, exited, len(samples)),
+            load_start=load_start,
+            load_end=load_end,
+            cpus=os.cpu_count(),
+        ),
         memory=Memory(peak_rss_mb=end.get("peak_rss_mb"), device_peak_mb=end.get("device_peak_mb")),
         versions=end.get("versions", {}),
         samples=samples,
@@ -199,6 +206,14 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     )
     metrics.write(stage_dir)
     return metrics
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _follow(
