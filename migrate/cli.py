@@ -20,6 +20,7 @@ COMPLETE_VAR = "_MIGRATE_COMPLETE"  # eval "$(_MIGRATE_COMPLETE=bash_source migr
 
 # name -> "module:attribute"; the order is the order of `migrate --help`.
 COMMANDS: dict[str, str] = {
+    "init": "migrate.commands.init:init",
     "recipes": "migrate.commands.recipes:recipes",
     "stages": "migrate.commands.stages:stages",
     "fetch": "migrate.commands.fetch:fetch",

@@ -5,6 +5,10 @@ must not be binary, and every path in it must stay inside the repository (not ab
 no `..`, not through a symlink, not into `.git/`). Text before the first diff is the
 patch's header (DEP-3 fields such as `Description:`/`Author:`); git ignores it and
 `migrate refresh` keeps it.
+
+Paths are read exactly as git reads them: git writes a name with special bytes quoted and
+octal-escaped (`"b/lib/caf\\303\\251.py"`), and `git_unquote` is the one decoder every check,
+the crash journal and the failure messages use, so what is checked is what git writes.
 """
 
 from __future__ import annotations
@@ -55,6 +59,11 @@ class ParsedPatch:
     created: list[str]  # paths it creates (new files, rename/copy targets)
     hunks: list[Hunk]
     stats: PatchStats
+
+    @property
+    def empty(self) -> bool:
+        """Changes nothing: zero bytes, or only a header (a new stage before `refresh`)."""
+        return not self.files
 
 
 def sha256(path: Path) -> str:
@@ -119,14 +128,24 @@ def parse(path: Path) -> ParsedPatch:
             raise PatchError(f"{path}: {patched.path}: binary patches are refused")
         if patched.is_symlink:
             raise PatchError(f"{path}: {patched.path}: patches that create symlinks are refused")
-        for side in (patched.source_file, patched.target_file):
-            if side and side != "/dev/null":
-                files.append(_safe_path(path, None, side, strip=1))
+        sides = [
+            _safe_path(path, None, side, strip=1)
+            for side in (patched.source_file, patched.target_file)
+            if side and side != "/dev/null"
+        ]
+        files += sides
         if patched.is_added_file:
-            created.append(_safe_path(path, None, patched.target_file, strip=1))
+            created.append(sides[-1])
+        name = sides[-1] if sides else patched.path
         for number, hunk in enumerate(patched, 1):
             expected = [line.value.rstrip("\n") for line in hunk if not line.is_added]
-            hunks.append(Hunk(patched.path, number, hunk.source_start, expected))
+            hunks.append(Hunk(name, number, hunk.source_start, expected))
+    git_headers = re.search(r"^diff --git ", text, re.M)  # renames, mode changes: no hunks
+    if not hunks and not git_headers and not _is_empty_patch(text):
+        raise PatchError(
+            f"{path}: no unified-diff hunks in a patch that is not empty (a context diff, an "
+            "HTML page, base64?): a stage must be a unified diff (`git diff`, `diff -u`)"
+        )
     stats = PatchStats(
         files=len(patchset),
         hunks=len(hunks),
@@ -155,10 +174,75 @@ def check_workspace(patch: ParsedPatch, workspace: Path) -> None:
             raise PatchError(f"{patch.path}: {rel}: resolves outside the workspace; refused")
 
 
+def _is_empty_patch(text: str) -> bool:
+    """Zero bytes, blank, or only a DEP-3 header: an intentionally empty stage."""
+    key = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith((" ", "\t")) and key:
+            continue
+        match = DEP3_FIELD.match(line)
+        if not match:
+            return False
+        key = match.group(1)
+    return True
+
+
+# git's C-style quoting (quote.c): these escapes, and three octal digits for any other byte.
+_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34}
+
+
+def git_unquote(name: str) -> str:
+    """A path as git means it: a `"..."` name unquoted and octal-decoded, else `name` as is.
+
+    The bytes are decoded as the file system does (UTF-8, undecodable bytes kept as surrogates),
+    so the result names the very file git would write. Raises ValueError where git would refuse
+    the quoting (an unknown escape, a short octal escape, no closing quote).
+    """
+    if not name.startswith('"'):
+        return name
+    out = bytearray()
+    i, end = 1, len(name)
+    while i < end:
+        char = name[i]
+        if char == '"':
+            if i != end - 1:
+                raise ValueError(f"text after the closing quote in {name!r}")
+            return out.decode("utf-8", "surrogateescape")
+        if char != "\\":
+            out += char.encode("utf-8", "surrogateescape")
+            i += 1
+            continue
+        escape = name[i + 1 : i + 2]
+        if escape in _ESCAPES:
+            out.append(_ESCAPES[escape])
+            i += 2
+        elif re.fullmatch(r"[0-3][0-7][0-7]", name[i + 1 : i + 4]):
+            out.append(int(name[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            raise ValueError(f"unknown escape '\\{escape}' in {name!r}")
+    raise ValueError(f"no closing quote in {name!r}")
+
+
+def _quoted_prefix(text: str) -> tuple[str, str]:
+    """(the quoted name at the start of `text`, what follows it)."""
+    match = re.match(r'"(?:[^"\\]|\\.)*"', text)
+    if not match:
+        raise ValueError(f"no closing quote in {text!r}")
+    return match.group(0), text[match.end() :]
+
+
 def _git_diff_paths(rest: str) -> list[str]:
-    """The two paths of a `diff --git a/X b/Y` line (unquoted names only)."""
+    """The two names of a `diff --git a/X b/Y` line, still quoted as git wrote them."""
+    rest = rest.rstrip("\n")
     if rest.startswith('"'):
-        return [p for p in re.findall(r'"((?:[^"\\]|\\.)*)"', rest)]
+        first, tail = _quoted_prefix(rest)
+        return [first, tail.strip()]
+    if rest.endswith('"') and ' "' in rest:
+        first, _, second = rest.partition(' "')
+        return [first, '"' + second]
     match = re.match(r"^(\S+) (\S+)$", rest.strip())
     if match:
         return [match.group(1), match.group(2)]
@@ -167,18 +251,28 @@ def _git_diff_paths(rest: str) -> list[str]:
 
 
 def _safe_path(patch: Path, lineno: int | None, raw: str, strip: int) -> str:
-    """The repository-relative path git would use (`-p1`), refusing unsafe ones."""
+    """The repository-relative path git would use (`-p1`), decoded; refuses unsafe ones."""
     where = f"{patch}:{lineno}" if lineno else str(patch)
-    name = raw.split("\t", 1)[0].strip()
-    if name.startswith('"') and name.endswith('"'):
-        name = name[1:-1]
+    name = raw.strip() if raw.startswith('"') else raw.split("\t", 1)[0].strip()
+    if name.startswith('"'):
+        try:
+            quoted, after = _quoted_prefix(name)
+            if after.strip() and not after.startswith("\t"):
+                raise ValueError(f"text after the closing quote in {name!r}")
+            name = git_unquote(quoted)
+        except ValueError as exc:
+            raise PatchError(f"{where}: unreadable quoted path: {exc}") from exc
+    if "\0" in name:
+        raise PatchError(f"{where}: path {name!r} holds a NUL byte; refused")
     if name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name):
         raise PatchError(f"{where}: absolute path '{name}' refused")
-    parts = PurePosixPath(name.replace("\\", "/")).parts[strip:]
+    parts = PurePosixPath(name).parts[strip:]
     if not parts:
         raise PatchError(f"{where}: empty path in '{raw}'")
-    if ".." in parts:
+    # Checked on both readings: a backslash is a separator on Windows checkouts of the workspace.
+    loose = PurePosixPath(name.replace("\\", "/")).parts[strip:]
+    if ".." in parts or ".." in loose:
         raise PatchError(f"{where}: path '{name}' escapes the repository ('..'); refused")
-    if any(DOTGIT_PART.fullmatch(part) for part in parts):
+    if any(DOTGIT_PART.fullmatch(part) for part in (*parts, *loose)):
         raise PatchError(f"{where}: path '{name}' touches .git/; refused")
     return str(PurePosixPath(*parts))

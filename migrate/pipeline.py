@@ -124,7 +124,7 @@ def prepare_model(
     prepared = prepare(
         spec.builder,
         ws,
-        size,
+        spec.builder_size(size),
         run_dir / "model",
         options.python,
         seed=options.seed,
@@ -174,6 +174,22 @@ def patch_info(recipe: Recipe, upto: str) -> PatchInfo:
     return info
 
 
+def record_edits(ws: Path, patch: PatchInfo) -> None:
+    """Put the workspace's uncommitted edits (tracked files) into `patch`: dirty, diff hash.
+
+    A smoke of an edited workspace measures the edits too; recorded, it cannot pass for
+    the clean stage (and its --resume key differs).
+    """
+    from migrate import git, workspace
+
+    edited = workspace.changes(ws, untracked=False).modified
+    diff = git.run(ws, "diff", "--binary", "--no-color", "--no-ext-diff", "HEAD").stdout
+    patch.dirty = bool(edited)
+    patch.edited = edited
+    raw = diff.encode("utf-8", "surrogateescape")
+    patch.edits_sha256 = hashlib.sha256(raw).hexdigest() if edited else None
+
+
 def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOptions) -> str:
     """What decides a stage's output: same key, same result (for --resume)."""
     material = {
@@ -186,6 +202,8 @@ def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOp
         "extra": options.extra_args,
         "python": options.python,
     }
+    if patch.dirty:  # only then: the keys of clean results stay what they were
+        material["edits"] = patch.edits_sha256
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -217,6 +235,7 @@ def smoke_stage(
     """Smoke the workspace as it is now, recording it as `stage` of the run in `run_dir`."""
     patch = patch_info(recipe, stage) if stage in {s.name for s in recipe.stages} else PatchInfo()
     patch.offsets = list(offsets or [])
+    record_edits(ws, patch)
     stage_dir = run_dir / stage
     if stage_dir.exists():
         shutil.rmtree(stage_dir)  # our own earlier result for this stage, being redone

@@ -114,6 +114,8 @@ class SmokeSpec:
 
     [smoke.models.tiny]                  # per model size: extra arguments
     args = ["--H", "64", "--W", "64", "--ddim_steps", "5"]
+    [smoke.models.guide]                 # a named variant: its own arguments, and
+    size = "full"                        #   the builder's model it runs (default: its name)
 
     [smoke.probe]                        # "module:Qualified.name" callables timed in-process
     batch = ["ldm.models.diffusion.ddim:DDIMSampler.sample"]
@@ -124,6 +126,7 @@ class SmokeSpec:
     args: list[str]
     models: dict[str, list[str]]
     default_model: str
+    model_sizes: dict[str, str] = field(default_factory=dict)  # variant -> builder's size
     outdir_option: str = "--outdir"
     seed_option: str | None = "--seed"
     samples: str = "samples/*.png"
@@ -142,6 +145,10 @@ class SmokeSpec:
                 f"model size {model!r} is not in the recipe's [smoke.models] ({known})"
             )
         return list(self.models[model])
+
+    def builder_size(self, model: str) -> str:
+        """The builder's model (e.g. tiny, full) a variant runs: its `size`, else its name."""
+        return self.model_sizes.get(model, model)
 
 
 @dataclass(frozen=True)
@@ -439,10 +446,14 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
 
     models_table = table.sub("models")
     models: dict[str, list[str]] = {}
+    model_sizes: dict[str, str] = {}
     for size in models_table.data:
         entry = models_table.sub(size)
-        entry.only({"args"})
+        entry.only({"args", "size"})
         models[size] = entry.strings("args")
+        built = entry.string("size")
+        if built is not None:
+            model_sizes[size] = built
     default_model = table.string(
         "default_model", "tiny" if "tiny" in models or not models else None
     )
@@ -470,6 +481,7 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
         args=table.strings("args"),
         models=models,
         default_model=default_model,
+        model_sizes=model_sizes,
         outdir_option=table.string("outdir_option", "--outdir") or "--outdir",
         seed_option=table.string("seed_option", "--seed"),
         samples=samples,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migrate import git, patchfile, workspace
-from migrate.errors import ConflictError, DirtyWorkspace, MigrateError, PatchError
+from migrate.errors import BadInput, ConflictError, DirtyWorkspace, MigrateError, PatchError
 from migrate.lock import workspace_lock
 from migrate.recipe import UPSTREAM, Recipe, Stage
 
@@ -44,6 +44,7 @@ SHA_TRAILER = "Migrate-Patch-Sha256"
 HUNK_RE = re.compile(r"^Hunk #(\d+) succeeded at (\d+)(?: \(offset (-?\d+) lines?\))?")
 CHECKING_RE = re.compile(r"^Checking patch (.+)\.\.\.$")
 FAILED_RE = re.compile(r"^error: patch failed: (.+):(\d+)$")
+_PROBLEM = ("error: ", "fatal: ")  # the lines of git's output that say what went wrong
 # The one diff format written to patch files: independent of user config and git version
 # defaults, so that refreshing twice changes nothing.
 DIFF_OPTIONS = (
@@ -75,6 +76,7 @@ class StageApplied:
     name: str
     offsets: list[Offset]
     commit: str
+    empty: bool = False  # the patch changes nothing (zero bytes or only a header)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,9 @@ class StackState:
     stale: list[str]  # applied stages whose patch file changed since
     interrupted: str | None  # "apply of stage X" when a journal is left behind
     off_line: bool = False  # HEAD moved off the pinned commit's line by the user
+    repair: str = ""  # what happens to the interrupted operation (the next command's behaviour)
+    missing: tuple[str, ...] = ()  # applied stages whose patch file is gone
+    foreign: str | None = None  # why this is not a workspace of the recipe
 
 
 @dataclass(frozen=True)
@@ -182,13 +187,57 @@ def applied_stages(recipe: Recipe, ws: Path) -> list[str]:
 def state(recipe: Recipe, ws: Path) -> StackState:
     """Everything `migrate status` reports about the stack (read-only)."""
     ws = workspace.require(ws)
+    foreign = _foreign(recipe, ws)
     walk = _walk(recipe, ws)
     applied = walk.applied
     stale = _stale(recipe, ws, applied)
+    missing = tuple(name for name in applied if not recipe.stage(name).patch.is_file())
     journal = _read_journal(ws)
     interrupted = _describe(journal) if journal else None
+    repair = ""
+    if journal is not None:
+        unreadable = journal.get("op") == "unknown" or not journal.get("restore_to")
+        repair = (
+            _unreadable_journal(ws)
+            if unreadable
+            else "the next apply, revert or refresh repairs it"
+        )
     off_line = walk.off_line and walk.head is not None
-    return StackState(applied, walk.head, walk.extra, stale, interrupted, off_line)
+    return StackState(
+        applied, walk.head, walk.extra, stale, interrupted, off_line, repair, missing, foreign
+    )
+
+
+def _foreign(recipe: Recipe, ws: Path) -> str | None:
+    """Why `ws` is not a workspace of `recipe` (another repository, a plain clone), or None.
+
+    The advice that helps is a fresh workspace: `revert --force` cannot make a repository
+    without the pinned commit into one, and would leave branches behind in it.
+    """
+    head = git.rev(ws, "HEAD")
+    where = f"HEAD {head[:12]}" if head else "no commit checked out"
+    fresh = f"`migrate fetch --workspace OTHER_FOLDER` makes a workspace of recipe '{recipe.name}'"
+    if git.rev(ws, recipe.commit) is None:
+        return (
+            f"{ws} is a git repository that does not have the pinned commit "
+            f"{recipe.commit[:12]} ({where}): not a workspace of this recipe; {fresh}"
+        )
+    made = git.run(ws, "rev-parse", "--verify", "--quiet", PINNED_REF, check=False)
+    branch = git.rev(ws, f"refs/heads/{workspace.BRANCH}")
+    if made.returncode != 0 and branch is None:
+        return (
+            f"{ws} is a clone at {where}, not made by `migrate fetch` (no branch "
+            f"'{workspace.BRANCH}'): not a workspace of this recipe; {fresh}, or "
+            f"`git -C {ws} checkout -b {workspace.BRANCH} {recipe.commit[:12]}` makes this one"
+        )
+    return None
+
+
+def refuse_foreign(recipe: Recipe, ws: Path) -> None:
+    """BadInput when --workspace names a repository that is not a workspace of `recipe`."""
+    why = _foreign(recipe, workspace.require(ws))
+    if why:
+        raise BadInput(why)
 
 
 def _stale(recipe: Recipe, ws: Path, applied: list[str]) -> list[str]:
@@ -255,6 +304,8 @@ def _clear_journal(ws: Path) -> None:
 def _describe(journal: dict) -> str:
     """'apply of stage 'x'' / 'revert to 'x'' / 'refresh of stage 'x''."""
     op, name = journal.get("op", "unknown"), journal.get("stage", "?")
+    if op not in ("apply", "revert", "refresh"):
+        return "migrate command"
     return f"revert to '{name}'" if op == "revert" else f"{op} of stage '{name}'"
 
 
@@ -269,10 +320,7 @@ def _repair(recipe: Recipe, ws: Path, journal: dict) -> str:
         _clear_journal(ws)
         return f"finished an interrupted refresh of stage '{name}'"
     if not target or git.rev(ws, target) is None:
-        raise MigrateError(
-            f"{ws}: an interrupted migrate command left {_journal_path(ws)} that cannot be "
-            "read; check the workspace with `git status`, then delete that file"
-        )
+        raise MigrateError(f"{ws}: interrupted {_describe(journal)}: {_unreadable_journal(ws)}")
     if (
         op == "apply"
         and head
@@ -286,6 +334,14 @@ def _repair(recipe: Recipe, ws: Path, journal: dict) -> str:
     _prune_tags(recipe, ws)
     _clear_journal(ws)
     return f"repaired an interrupted {_describe(journal)}: back at {_label(recipe, ws, target)}"
+
+
+def _unreadable_journal(ws: Path) -> str:
+    """What a journal that cannot be read means for the user: said alike by status and repair."""
+    return (
+        f"its journal {ws / '.git' / 'migrate' / JOURNAL} cannot be read, so nothing repairs "
+        "it automatically: check the workspace with `git status`, then delete that file"
+    )
 
 
 def _restore_files(ws: Path, commit: str, files: list[str]) -> None:
@@ -330,6 +386,8 @@ def _label(recipe: Recipe, ws: Path, commit: str) -> str:
 def session(recipe: Recipe, ws: Path, notify: Notify | None = None) -> Iterator[Path]:
     """Lock the workspace and repair anything an interrupted command left; yield its path."""
     ws = workspace.require(ws)
+    refuse_foreign(recipe, ws)
+    workspace.require_writable(ws)
     with workspace_lock(ws):
         journal = _read_journal(ws)
         if journal is not None:
@@ -342,14 +400,23 @@ def session(recipe: Recipe, ws: Path, notify: Notify | None = None) -> Iterator[
 # ---------------------------------------------------------------- apply
 
 
+@dataclass(frozen=True)
+class ApplyFailure:
+    """A failed `git apply`: the one-line explanation, git's first error, its whole output."""
+
+    message: str
+    reason: str
+    output: str
+
+
 def _git_apply(
     ws: Path,
     stage: Stage,
     parsed: patchfile.ParsedPatch,
     *args: str,
     extra_env: dict[str, str] | None = None,
-) -> tuple[list[Offset], str | None]:
-    """Run `git apply -v ARGS patch`: (offsets, None) or ([], error message)."""
+) -> tuple[list[Offset], ApplyFailure | None]:
+    """Run `git apply -v ARGS patch`: (offsets, None) or ([], what failed)."""
     result = git.run(
         ws,
         "apply",
@@ -369,26 +436,63 @@ def _git_apply(
             offsets.append(Offset(current, int(match[1]), int(match[2]), int(match[3])))
     if result.returncode == 0:
         return offsets, None
-    return [], _explain(stage, parsed, result.stderr)
+    problems = [ln for ln in result.stderr.splitlines() if ln.startswith(_PROBLEM)]
+    reason = problems[0].split(": ", 1)[1] if problems else f"exit status {result.returncode}"
+    output = result.stdout + result.stderr
+    return [], ApplyFailure(_explain(ws, stage, parsed, result.stderr), reason, output)
 
 
-def _explain(stage: Stage, parsed: patchfile.ParsedPatch, stderr: str) -> str:
+def _line_endings(data: bytes) -> str | None:
+    """'CRLF', 'LF' or 'mixed' line endings of `data`; None when it has no line end."""
+    crlf, lf = data.count(b"\r\n"), data.count(b"\n")
+    if not lf:
+        return None
+    return "CRLF" if crlf == lf else "LF" if not crlf else "mixed"
+
+
+def _endings_differ(ws: Path, stage: Stage, file: str) -> str:
+    """'; line endings differ: ...' when the patch and the file end lines differently."""
+    try:
+        body = patchfile.split_header(stage.patch.read_bytes().decode("utf-8", "replace"))[1]
+        theirs = _line_endings((ws / file).read_bytes())
+    except OSError:
+        return ""
+    lines = [ln for ln in body.encode().splitlines(keepends=True) if ln[:1] in (b" ", b"-")]
+    ours = _line_endings(b"".join(lines))
+    if ours and theirs and ours != theirs:
+        return (
+            f"; line endings differ: the patch's lines end in {ours}, {file}'s in {theirs} "
+            "(convert the patch, e.g. with dos2unix, or refresh it from the workspace)"
+        )
+    return ""
+
+
+def _unquoted(name: str) -> str:
+    """A name from git's messages, decoded like the patch's paths (as is if git would not)."""
+    try:
+        return patchfile.git_unquote(name)
+    except ValueError:
+        return name
+
+
+def _explain(ws: Path, stage: Stage, parsed: patchfile.ParsedPatch, stderr: str) -> str:
     """One line naming stage, file and hunk, then the lines the hunk expected."""
     head = f"stage '{stage.name}' ({stage.patch.name}) does not apply"
     for line in stderr.splitlines():
         if match := FAILED_RE.match(line):
-            file, start = match[1], int(match[2])
+            file, start = _unquoted(match[1]), int(match[2])
+            endings = _endings_differ(ws, stage, file)
             for hunk in parsed.hunks:
                 if hunk.file == file and hunk.source_start == start:
                     shown = "\n".join(f"    | {text}" for text in hunk.expected[:20])
                     more = "\n    | ..." if len(hunk.expected) > 20 else ""
                     return (
-                        f"{head}: {file}, hunk #{hunk.number} at line {start}; "
+                        f"{head}: {file}, hunk #{hunk.number} at line {start}{endings}; "
                         f"expected these lines:\n{shown}{more}"
                     )
-            return f"{head}: {file}, the hunk at line {start}"
-    errors = [ln.removeprefix("error: ") for ln in stderr.splitlines() if ln.startswith("error: ")]
-    return f"{head}: {errors[0] if errors else stderr.strip() or 'git apply failed'}"
+            return f"{head}: {file}, the hunk at line {start}{endings}"
+    errors = [ln.split(": ", 1)[1] for ln in stderr.splitlines() if ln.startswith(_PROBLEM)]
+    return f"{head}: {errors[0] if errors else 'git apply failed'}"
 
 
 def _commit_stage(
@@ -483,8 +587,13 @@ def apply(
     *,
     force: bool = False,
     notify: Notify | None = None,
+    on_applied: Callable[[StageApplied], None] | None = None,
 ) -> list[StageApplied]:
-    """Apply the stages after the last applied one, up to `through` (default: all)."""
+    """Apply the stages after the last applied one, up to `through` (default: all).
+
+    `on_applied` hears of each stage as it is committed: when a later stage fails, the
+    stages this call applied before it stay applied, and the caller has said so.
+    """
     with session(recipe, ws, notify) as ws:
         walk = _walk(recipe, ws)
         applied = walk.applied
@@ -514,6 +623,8 @@ def apply(
         for stage in pending:
             results.append(_apply_one(recipe, ws, stage, base, env))
             base = results[-1].commit
+            if on_applied:
+                on_applied(results[-1])
         return results
 
 
@@ -533,22 +644,85 @@ def _apply_one(
     # (git apply refuses to overwrite it anyway).
     ours = [f for f in parsed.files if f not in parsed.created or not os.path.lexists(ws / f)]
     _write_journal(ws, "apply", stage.name, base, ours)
+    offsets, error, commit = [], None, ""
     try:
-        offsets, error = [], None
-        if parsed.files:  # an empty patch is an empty stage: quilt's `new`, before `refresh`
+        if not parsed.empty:  # an empty patch is an empty stage: quilt's `new`, before `refresh`
             offsets, error = _git_apply(ws, stage, parsed, "--index")
-        if error:
-            _clear_journal(ws)  # git apply wrote nothing
-            raise ConflictError(f"{error}\nnothing was changed")
-        _pause()
-        commit = _commit_stage(recipe, ws, stage, base, base, env)
-    except ConflictError:
-        raise
+        if not error:
+            _pause()
+            commit = _commit_stage(recipe, ws, stage, base, base, env)
     except BaseException:
         _repair(recipe, ws, _read_journal(ws) or {})
         raise
+    if error:
+        _undo_failed_apply(recipe, ws, stage, ours, error)  # raises
     _clear_journal(ws)
-    return StageApplied(stage.name, offsets, commit)
+    return StageApplied(stage.name, offsets, commit, empty=parsed.empty)
+
+
+def _undo_failed_apply(
+    recipe: Recipe, ws: Path, stage: Stage, ours: list[str], error: ApplyFailure
+) -> None:
+    """After `git apply` failed: make sure the tree is as before the stage; always raises.
+
+    A hunk that does not apply stops git before it writes anything. A write that fails (a
+    full disk, a read-only file) can stop it halfway: what it wrote is found (git status),
+    undone from the journal, and said; if undoing fails too, the journal stays for the next
+    command. git's full output goes to a file, named in the one-line message.
+    """
+    written = _written(ws, ours)
+    if not written:
+        _clear_journal(ws)
+        log = _keep_git_output(ws, stage, error.output)
+        where = f" (git's output: {log})" if log else ""
+        raise ConflictError(f"{error.message}\nnothing was changed{where}")
+    head = f"stage '{stage.name}' ({stage.patch.name}): git apply failed after writing"
+    detail = f"{len(written)} file(s) ({error.reason})"
+    try:
+        _repair(recipe, ws, _read_journal(ws) or {})
+    except (MigrateError, OSError) as exc:
+        log = _keep_git_output(ws, stage, error.output)
+        where = f" (git's output: {log})" if log else ""
+        raise MigrateError(
+            f"{head} {detail}, and undoing them failed too ({exc}); the journal "
+            f"{_journal_path(ws)} is kept: free space or fix the cause, then the next migrate "
+            f"command repairs the workspace{where}"
+        ) from None
+    log = _keep_git_output(ws, stage, error.output)  # after the repair freed the space
+    where = f" (git's output: {log})" if log else ""
+    raise MigrateError(
+        f"{head} {detail}; those files were restored: the workspace is as before the stage{where}"
+    )
+
+
+def _written(ws: Path, files: list[str]) -> list[str]:
+    """Which of `files` differ from HEAD (index or work tree) or exist untracked.
+
+    Read without taking the index lock (GIT_OPTIONAL_LOCKS=0): on a full disk git cannot
+    write a refreshed index, but it can still say what changed.
+    """
+    raw = git.run(
+        ws,
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=all",
+        "--no-renames",
+        extra_env={"GIT_OPTIONAL_LOCKS": "0"},
+    ).stdout
+    changed = {entry[3:] for entry in raw.split("\0") if len(entry) > 3}
+    return sorted(changed & set(files))
+
+
+def _keep_git_output(ws: Path, stage: Stage, output: str) -> Path | None:
+    """Write git's whole output to .git/migrate/; None when even that cannot be written."""
+    path = workspace.migrate_dir(ws) / f"git-apply-{stage.name}.log"
+    try:
+        path.write_text(output, encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+    return path
 
 
 def check(
@@ -580,7 +754,7 @@ def check(
                     offsets, error = _git_apply(ws, stage, parsed, "--cached", extra_env=env)
                 if error:
                     failed = stage.name
-                    results.append(StageCheck(stage.name, "conflict", [], error))
+                    results.append(StageCheck(stage.name, "conflict", [], error.message))
                 else:
                     results.append(StageCheck(stage.name, "ok", offsets))
         finally:

@@ -248,6 +248,25 @@ def changes(workspace: Path, untracked: bool = True) -> Changes:
     return Changes(sorted(modified), sorted(others))
 
 
+def require_writable(workspace: Path) -> None:
+    """One clear line, before anything is written, when the workspace cannot be written.
+
+    Checked on the work tree, `.git` and `.git/migrate/` (a read-only mount or permissions),
+    so that no command stops halfway with a traceback.
+    """
+    try:
+        folder = migrate_dir(workspace)
+        for path in (workspace, workspace / ".git", folder):
+            if not os.access(path, os.W_OK):
+                raise PermissionError(13, "no write permission", str(path))
+    except OSError as exc:
+        where = exc.filename or workspace
+        raise MigrateError(
+            f"workspace {workspace} is not writable ({exc.strerror}: {where}): make it "
+            "writable, or fetch a workspace elsewhere with `migrate fetch --workspace`"
+        ) from None
+
+
 def migrate_dir(workspace: Path) -> Path:
     """`.git/migrate/`: migrate's own files (journal, saved edits), never in the work tree."""
     path = workspace / ".git" / "migrate"

@@ -64,3 +64,34 @@ def real_upstream() -> Path:
             "real upstream not given: set MIGRATE_SOURCE to a pesser/stable-diffusion mirror"
         )
     return Path(source)
+
+
+FAKE_HABANA = ROOT / "tests" / "fake_habana"
+
+
+def _forget_habana() -> None:
+    import sys
+
+    for name in list(sys.modules):
+        if name.split(".")[0] == "habana_frameworks":
+            del sys.modules[name]
+    torch = sys.modules.get("torch")
+    if torch is not None and "fake_habana" in str(
+        getattr(getattr(torch, "hpu", None), "__file__", "")
+    ):
+        del torch.hpu
+
+
+@pytest.fixture
+def fake_habana(monkeypatch: pytest.MonkeyPatch):
+    """The TEST DOUBLE tests/fake_habana imported in this process (records in `.calls`), and
+    forgotten again afterwards (modules, `torch.hpu`), so no other test sees a "Gaudi"."""
+    import importlib
+
+    _forget_habana()
+    monkeypatch.syspath_prepend(str(FAKE_HABANA))
+    monkeypatch.delenv("FAKE_HABANA_LOG", raising=False)
+    module = importlib.import_module("habana_frameworks")
+    assert "fake_habana" in (module.__file__ or ""), "not the test double"
+    yield module
+    _forget_habana()

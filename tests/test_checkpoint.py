@@ -29,6 +29,7 @@ class Server:
         self.cut_after: list[int] = []  # per request, in order: close after this many bytes
         self.honour_range = True
         self.ranges: list[str | None] = []
+        self.fail_with: list[int] = []  # per request, in order: answer with this status instead
         self.url = ""
 
 
@@ -43,6 +44,9 @@ def server() -> Iterator[Server]:
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             header = self.headers.get("Range")
             state.ranges.append(header)
+            if state.fail_with:
+                self.send_error(state.fail_with.pop(0))
+                return
             start = 0
             if header and state.honour_range:
                 start = int(header.removeprefix("bytes=").split("-")[0])
@@ -188,3 +192,70 @@ def test_cli_downloads_into_the_workspace(server: Server, tmp_path: Path) -> Non
     assert (ws / "models" / "model.ckpt").read_bytes() == DATA
     assert "resumed 1 time(s) after a cut connection" in done.stderr
     assert server.ranges == [None, "bytes=1000-"]
+
+
+# ---------------------------------------------------------------- issue 11, item 10
+
+
+def test_stale_part_longer_than_the_server_file_restarts(server: Server, tmp_path: Path) -> None:
+    """416 with `Content-Range: bytes */N`, N < the part: the part is stale, not complete."""
+    part = tmp_path / "model.ckpt.part"
+    part.write_bytes(DATA + b"junk from an older, longer file")
+    result = download(server.url, tmp_path / "model.ckpt")  # no size, no sha256
+    assert (tmp_path / "model.ckpt").read_bytes() == DATA
+    assert result.restarted and "longer than the server's file" in result.restarted
+    assert result.resumed_from == 0 and server.ranges[1] is None
+    assert "no size or sha256 in the recipe" in result.verified
+    assert f"the server's length ({len(DATA)} bytes)" in result.verified
+
+
+def test_416_without_a_length_is_not_taken_as_complete(server: Server, tmp_path: Path) -> None:
+    part = tmp_path / "model.ckpt.part"
+    part.write_bytes(DATA)
+    server.fail_with = [416]  # no Content-Range: nothing says how long the file is
+    result = download(server.url, tmp_path / "model.ckpt", retries=0)
+    assert (tmp_path / "model.ckpt").read_bytes() == DATA
+    assert result.restarted and "416" in result.restarted
+
+
+def test_retried_5xx_back_off(server: Server, tmp_path: Path) -> None:
+    server.fail_with = [503, 502, 500]
+    waits: list[float] = []
+    result = download(server.url, tmp_path / "model.ckpt", sha256=SHA, sleep=waits.append)
+    assert (tmp_path / "model.ckpt").read_bytes() == DATA and result.retries == 3
+    assert len(waits) == 3 and waits[0] > 0 and waits[0] < waits[1] < waits[2]
+
+
+def test_server_ignoring_range_restarts_from_zero_and_says_so(
+    server: Server, tmp_path: Path
+) -> None:
+    server.honour_range = False
+    (tmp_path / "model.ckpt.part").write_bytes(DATA[:5000])
+    result = download(server.url, tmp_path / "model.ckpt", size=len(DATA), sha256=SHA)
+    assert (tmp_path / "model.ckpt").read_bytes() == DATA
+    assert result.resumed_from == 0
+    assert result.restarted and "ignored the Range request" in result.restarted
+    assert result.verified == "size and sha256 from the recipe"
+
+
+def test_cli_says_restarted_and_unverified(server: Server, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "recipes").mkdir(parents=True)
+    recipe = root / "recipes" / "x.toml"
+    recipe.write_text(
+        'upstream = "https://example.invalid/x.git"\n'
+        f'commit = "{"a" * 40}"\n'
+        f'[checkpoint]\nurl = "{server.url}"\npath = "model.ckpt"\n'
+    )
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "model.ckpt.part").write_bytes(DATA[:5000])
+    server.honour_range = False
+    done = subprocess.run(
+        [sys.executable, "-m", "migrate", "checkpoint", "download", "--recipe", str(recipe),
+         "--workspace", str(ws)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "restarted from 0" in done.stderr and "resumed" not in done.stderr
+    assert "no size or sha256 in the recipe" in done.stderr

@@ -30,10 +30,11 @@ STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
 TOUCHES = {
     "compat": {"ldm/models/diffusion/ddpm.py"},
     "minimal": {"+ldm/hpu.py", "scripts/txt2img.py"},
-    "hpu_graph": {"ldm/hpu.py", "ldm/models/diffusion/ddim.py", "scripts/txt2img.py"},
+    "hpu_graph": {"ldm/hpu.py", "ldm/models/diffusion/ddim.py"},
     "randn_to_cpu": {
         "ldm/models/diffusion/ddim.py",
         "ldm/models/diffusion/plms.py",
+        "ldm/modules/diffusionmodules/util.py",
         "scripts/txt2img.py",
     },
 }
@@ -54,6 +55,18 @@ def test_recipe_names_the_four_patches_in_order_with_dep3_metadata() -> None:
         assert stage.description
         for key in ("Description", "Author", "Origin", "Last-Update"):
             assert stage.meta.get(key, "").strip(), f"{stage.name}: DEP-3 {key} missing"
+
+
+def test_every_stage_names_habanas_example_as_the_reference_design_not_copied() -> None:
+    example = "PyTorch/examples/gpu_migration/generative_models/stable-diffusion"
+    for stage in load_recipe("stable-diffusion").stages:
+        origin = stage.meta["Origin"]
+        assert origin.startswith("other, written for the migrate project"), stage.name
+        assert "Habana's GPU Migration example" in origin and example in origin, stage.name
+        assert stage.name == "compat" or "reference design (not copied)" in origin
+    readme = (PATCHES / "README.md").read_text()
+    assert "Reference design" in readme and "no code was copied" in readme
+    assert example in readme.replace("\n", "")
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -92,17 +105,46 @@ def test_compat_has_nothing_device_specific() -> None:
     assert added and not any(word in "".join(added) for word in ("cuda", "hpu", "habana", "device"))
 
 
-def test_randn_to_cpu_changes_the_three_initial_noise_draws_and_nothing_else() -> None:
-    """DDIM, PLMS and --fixed_code (the samplers are also run in test_patches_upstream.py)."""
-    hunks = [h for f in PatchSet(patch_path("randn_to_cpu").read_text()) for h in f]
-    added = [line.value for h in hunks for line in h if line.is_added]
-    removed = [line.value for h in hunks for line in h if line.is_removed]
-    assert len(added) == len(removed) == 3
-    for old, new in zip(removed, added, strict=True):
-        assert "torch.randn(" in old and "device=device)" in old
-        assert new.split("torch.randn(")[0] == old.split("torch.randn(")[0]  # same target
-        assert 'device="cpu").to(device)' in new
+def test_randn_to_cpu_moves_every_draw_to_the_cpu_generator_and_changes_nothing_else() -> None:
+    """The initial noise of DDIM, PLMS and --fixed_code, and noise_like, which both samplers call
+    at every step (the samplers are run in test_patches_upstream.py)."""
+    files = {f.path: f for f in PatchSet(patch_path("randn_to_cpu").read_text())}
+
+    def code(line: str) -> str:
+        return line.split("  # ")[0].rstrip()
+
+    removed = [code(line.value) for f in files.values() for h in f for line in h if line.is_removed]
+    added = [
+        code(line.value)
+        for f in files.values()
+        for h in f
+        for line in h
+        if line.is_added and not line.value.lstrip().startswith("#")
+    ]
+    assert len(removed) == 5 and all("torch.randn(" in old for old in removed)
+    # Each draw keeps its shape and target; only the generator's device changes.
+    assert added == [old.replace("device=device)", 'device="cpu").to(device)') for old in removed]
+    assert all("device=device)" in old for old in removed)
     assert any("start_code" in line for line in added)
+    noise_like = files["ldm/modules/diffusionmodules/util.py"]
+    assert sum(line.is_added for h in noise_like for line in h if "torch.randn(" in line.value) == 2
+
+
+def test_minimal_converts_only_bfloat16_before_numpy() -> None:
+    """HPU autocast leaves the decoded samples in bfloat16, which .numpy() rejects; float16 (CUDA
+    autocast) and float32 pass through untouched, so CUDA and CPU samples do not change."""
+    added = [
+        line.value.strip()
+        for f in PatchSet(patch_path("minimal").read_text())
+        if f.path == "scripts/txt2img.py"
+        for h in f
+        for line in h
+        if line.is_added
+    ]
+    assert any(a.startswith("if x_samples_ddim.dtype == torch.bfloat16:") for a in added)
+    assert "x_samples_ddim = x_samples_ddim.float()" in added
+    for later in ("hpu_graph", "randn_to_cpu"):
+        assert ".float()" not in patch_path(later).read_text()
 
 
 # --- ldm/hpu.py, written out from the patches --------------------------------------------------
@@ -133,6 +175,8 @@ def load_hpu(
         for name in list(sys.modules):
             if name.split(".")[0] == "habana_frameworks":
                 del sys.modules[name]
+        if "fake_habana" in str(getattr(getattr(torch, "hpu", None), "__file__", "")):
+            del torch.hpu  # set by the fake's import, as the real bridge sets its own
 
     def load(stage: str, habana: str | None = "fake") -> ModuleType:
         clear()
@@ -220,26 +264,65 @@ def test_hpu_graph_captures_once_per_shape_then_replays_plain_and_cfg(
     call = hpu.graphed(_denoiser)
     assert isinstance(call, hpu.GraphedCall)
     steps, batches, size = 4, 2, 2
-    first: dict[int, torch.Tensor] = {}
     for _batch in range(batches):
         for step in range(steps):
             for batch_size in (size, 2 * size):  # plain call, then CFG's doubled batch
                 x, t, c = _ddim_inputs(batch_size, step)
                 out = call(x, t, c)
-                first.setdefault(batch_size, out)
                 graph, static_inputs, static_output = call.graphs[
                     tuple((tuple(a.shape), a.dtype, "cpu") for a in (x, t, c))
                 ]
                 assert all(torch.equal(s, a) for s, a in zip(static_inputs, (x, t, c), strict=True))
                 assert out is not static_output  # a copy: replay overwrites the buffer
+                assert torch.equal(out, _denoiser(x, t, c))
     begins = fake_calls("graph.capture_begin")
     assert len(begins) == 2 == len(call.graphs) == len(fake_calls("graph.capture_end"))
     replays = fake_calls("graph.replay")
-    assert len(replays) == steps * batches * 2
+    # The first call of each shape returns what its capture computed: no replay for it.
+    assert len(replays) == steps * batches * 2 - 2
     assert {r["graph"] for r in replays} == {b["graph"] for b in begins}
-    # The capture ran the real function on the first call's inputs (the fake never recomputes).
-    for batch_size, out in first.items():
-        assert torch.equal(out, _denoiser(*_ddim_inputs(batch_size, 0)))
+    assert all(r["asynchronous"] is False for r in replays)
+
+
+def test_hpu_graph_replay_reads_the_static_inputs_it_captured(
+    load_hpu: Callable[..., ModuleType],
+) -> None:
+    """The fake replays the captured ops on the captured tensors (as a Gaudi does): every call's
+    result must be the denoiser of THAT call's inputs, which holds only if the capture ran on the
+    static copies the later calls are copied into (not on the first caller's own tensors)."""
+    hpu = load_hpu("hpu_graph")
+    call = hpu.graphed(_denoiser)
+    first = _ddim_inputs(2, 0)
+    for step in range(4):
+        x, t, c = _ddim_inputs(2, step)
+        out = call(x, t, c)
+        assert torch.equal(out, _denoiser(x, t, c)), f"step {step}: not this call's result"
+        if step:
+            assert not torch.equal(out, _denoiser(*first))  # the inputs do differ
+    assert len(fake_calls("graph.replay")) == 3
+
+
+def test_hpu_graph_cuts_the_lazy_graph_right_before_each_capture(
+    load_hpu: Callable[..., ModuleType],
+) -> None:
+    """mark_step() just before capture_begin(): pending ops (the static copies, the caller's
+    torch.cat) run first and stay out of the graph a replay reruns."""
+    hpu = load_hpu("hpu_graph")
+    call = hpu.graphed(_denoiser)
+    for batch_size in (2, 4, 2, 4):
+        call(*_ddim_inputs(batch_size, 1))
+    calls = [c["call"] for c in fake_calls() if c["call"].startswith(("mark_step", "graph."))]
+    assert calls == [
+        "mark_step",
+        "graph.capture_begin",
+        "graph.capture_end",
+        "mark_step",
+        "graph.capture_begin",
+        "graph.capture_end",
+        "graph.replay",
+        "graph.replay",
+    ]
+    assert [c["sync"] for c in fake_calls("mark_step")] == [False, False]
 
 
 def test_hpu_graph_leaves_non_tensor_calls_alone(load_hpu: Callable[..., ModuleType]) -> None:

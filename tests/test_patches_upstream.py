@@ -109,6 +109,10 @@ def txt2img(
     from migrate.shim.runner import shim_env
 
     base = {**os.environ, **model.env, "PYTHONPATH": str(tree), **(extra_env or {})}
+    # migrate itself (the shim's boot modules) from where this test process imports it
+    base["PYTHONPATH"] = os.pathsep.join(
+        p for p in (base["PYTHONPATH"], os.environ.get("PYTHONPATH")) if p
+    )
     env = shim_env(
         "cpu",
         outdir.parent / f"{outdir.name}-logs",
@@ -178,6 +182,17 @@ def test_every_stage_renders_byte_identical_samples_on_cpu(
         assert hashes[stage] == hashes["compat"], f"{stage} changed the samples"
 
 
+def test_plms_renders_the_same_samples_before_and_after_randn_to_cpu_on_cpu(
+    trees: Trees, model: PreparedModel, tmp_path: Path
+) -> None:
+    """PLMS draws through noise_like too: moving its draws to the CPU generator changes no byte."""
+    args = (*TXT2IMG, "--plms")
+    before = txt2img(trees["compat"], tmp_path / "compat", model, args=args)
+    after = txt2img(trees["randn_to_cpu"], tmp_path / "randn_to_cpu", model, args=args)
+    assert len(before) == 2 * 2 + 1 and len(set(before)) == len(before)
+    assert after == before
+
+
 # --- the Gaudi call sites, through the fake habana_frameworks ----------------------------------
 
 
@@ -194,16 +209,22 @@ def test_txt2img_on_fake_gaudi_turns_migration_on_marks_each_batch_and_replays_g
         "FAKE_HABANA_LOG": str(log),
         "PT_HPU_LAZY_MODE": "1",
     }
-    txt2img(trees["randn_to_cpu"], tmp_path / "out", model, env)
+    on_fake = txt2img(trees["randn_to_cpu"], tmp_path / "out", model, env)
     calls = [r["call"] for r in fake_records(log)]
     assert calls[:2] == ["gpu_migration.import", "core.import"]
-    assert calls.count("mark_step") == 2  # --n_iter 2, one prompt batch each
-    # --scale 5.0: every step is a CFG call (batch doubled): one graph, replayed on every step.
+    # --scale 5.0: every step is a CFG call (batch doubled): one graph, captured on the first
+    # step (after a mark_step) and replayed on every later step of both batches.
     assert calls.count("graph.capture_begin") == 1 == calls.count("graph.capture_end")
-    assert calls.count("graph.replay") == 4 * 2  # --ddim_steps 4, --n_iter 2
-    # mark_step cuts after each batch's steps: 4 replays, then a mark_step, twice.
-    replays_then_marks = [c for c in calls if c in ("graph.replay", "mark_step")]
-    assert replays_then_marks == (["graph.replay"] * 4 + ["mark_step"]) * 2
+    cut = [c for c in calls if c in ("graph.replay", "mark_step", "graph.capture_begin")]
+    assert cut == [
+        *["mark_step", "graph.capture_begin"],
+        *(["graph.replay"] * 3 + ["mark_step"]),  # --ddim_steps 4; mark_step after the batch
+        *(["graph.replay"] * 4 + ["mark_step"]),  # --n_iter 2
+    ]
+    # The fake replays the captured ops on the captured tensors on the CPU: if the graph read
+    # anything but the static inputs each step copies in, the samples would differ.
+    plain = txt2img(trees["randn_to_cpu"], tmp_path / "plain", model)
+    assert on_fake == plain
 
 
 SAMPLER_DRIVER = r"""
@@ -254,20 +275,26 @@ if mode == "graphs":
     out["calls"] = [r["call"] for r in calls]
     out["graphed"] = type(sampler.apply_model).__name__
 elif mode == "noise":
+    # Every draw the samplers make over three batches: where it was drawn, and its bytes when
+    # drawn on the CPU (the "meta" device stands for CUDA or an HPU: it has shapes, no data).
+    import hashlib
     real_randn = torch.randn
     draws = []
     def randn(*args, **kwargs):
         result = real_randn(*args, **kwargs)
-        draws.append({"device": str(kwargs.get("device")), "cpu_value": result.sum().item()
-                      if result.device.type == "cpu" else None})
+        cpu = result.device.type == "cpu"
+        draws.append({"device": result.device.type,
+                      "sha": hashlib.sha256(result.numpy().tobytes()).hexdigest() if cpu else None})
         return result
     torch.randn = randn
     for name, cls in (("ddim", DDIMSampler), ("plms", PLMSSampler)):
         draws.clear()
         torch.manual_seed(7)
-        cls(model).sample(S=4, batch_size=2, shape=shape, conditioning=c, verbose=False)
-        torch.manual_seed(7)
-        out[name] = {"first": draws[0], "expected_cpu_value": real_randn(2, *shape).sum().item()}
+        sampler = cls(model)
+        for batch in range(3):
+            sampler.sample(S=4, batch_size=2, shape=shape, conditioning=c, verbose=False,
+                           unconditional_guidance_scale=5.0, unconditional_conditioning=uc, eta=0.0)
+        out[name] = list(draws)
 print(json.dumps(out))
 """
 
@@ -292,9 +319,11 @@ def test_ddim_graphs_the_plain_and_the_cfg_denoiser_call(trees: Trees) -> None:
     assert out["graphed"] == "GraphedCall"
     calls = out["calls"]
     assert calls.count("graph.capture_begin") == 2  # one per input shape: batch 4 (CFG), 2
-    assert calls.count("graph.replay") == 4 * 4  # every step of every batch replays
+    # every step of every batch replays, but for the two steps whose call was the capture
+    assert calls.count("graph.replay") == 4 * 4 - 2
     first_plain_capture = [i for i, c in enumerate(calls) if c == "graph.capture_begin"][1]
-    assert calls[:first_plain_capture].count("graph.replay") == 2 * 4  # CFG graph reused
+    assert calls[:first_plain_capture].count("graph.replay") == 2 * 4 - 1  # CFG graph reused
+    assert calls[first_plain_capture - 1] == "mark_step"  # pending ops cut before each capture
 
 
 def test_ddim_without_habana_calls_the_model_itself(trees: Trees) -> None:
@@ -304,19 +333,38 @@ def test_ddim_without_habana_calls_the_model_itself(trees: Trees) -> None:
 
 @pytest.fixture(scope="module")
 def noise_draws(trees: Trees) -> dict[str, dict]:
-    """The samplers' first random draw before and after randn_to_cpu, on a non-CPU device."""
-    # "meta" stands for a device other than the CPU: no data, but every op is checked.
+    """Every random draw of three DDIM and three PLMS batches, on the CPU and on another device
+    ("meta": no data, but every op is checked), before and after randn_to_cpu."""
     return {
-        "before": drive_samplers(trees["hpu_graph"], "noise", "meta", fake_habana=False),
-        "after": drive_samplers(trees["randn_to_cpu"], "noise", "meta", fake_habana=False),
+        (stage, device): drive_samplers(trees[stage], "noise", device, fake_habana=False)
+        for stage in ("hpu_graph", "randn_to_cpu")
+        for device in ("cpu", "meta")
     }
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "plms"])
-def test_randn_to_cpu_draws_the_initial_noise_with_the_cpu_generator(
-    noise_draws: dict[str, dict], sampler: str
+def test_randn_to_cpu_draws_every_batchs_noise_with_the_cpu_generator(
+    noise_draws: dict, sampler: str
 ) -> None:
-    before, after = noise_draws["before"][sampler], noise_draws["after"][sampler]
-    assert before["first"] == {"device": "meta", "cpu_value": None}
-    assert after["first"]["device"] == "cpu"
-    assert after["first"]["cpu_value"] == pytest.approx(after["expected_cpu_value"], abs=0)
+    """Not only the first draw: the initial noise of every batch and the per-step noise_like
+    draws (made even at eta 0) come from the CPU generator, in the same order as on the CPU,
+    so a seed gives every batch the same starting noise on every device."""
+    on_cpu = noise_draws[("randn_to_cpu", "cpu")][sampler]
+    on_device = noise_draws[("randn_to_cpu", "meta")][sampler]
+    assert len(on_cpu) > 3 * 4  # three batches: initial noise and at least one draw per step
+    assert all(d["device"] == "cpu" for d in on_device)
+    assert on_device == on_cpu
+    assert len({d["sha"] for d in on_cpu}) == len(on_cpu)  # real draws, not one value repeated
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "plms"])
+def test_before_randn_to_cpu_the_device_draws_its_own_noise(
+    noise_draws: dict, sampler: str
+) -> None:
+    """The failure the stage fixes: off the CPU, every draw used the device's generator."""
+    on_cpu = noise_draws[("hpu_graph", "cpu")][sampler]
+    on_device = noise_draws[("hpu_graph", "meta")][sampler]
+    assert len(on_device) == len(on_cpu)
+    assert all(d["device"] == "meta" for d in on_device)
+    # ... while on the CPU itself the stage changes nothing at all: same draws, same order.
+    assert on_cpu == noise_draws[("randn_to_cpu", "cpu")][sampler]

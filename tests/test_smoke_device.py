@@ -1,14 +1,18 @@
 """Device choice and the child's environment; the probe's device sync.
 
-The Gaudi paths here use FAKE `habana_frameworks` / `torch` objects that record calls: they
-check what migrate asks of a Gaudi, not that anything runs on one.
+The Gaudi paths here run against tests/fake_habana, a TEST DOUBLE of `habana_frameworks` that
+records calls: they check what migrate asks of a Gaudi, not that anything runs on one.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import types
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -16,6 +20,8 @@ from migrate.errors import BadInput
 from migrate.smoke import device as device_mod
 from migrate.smoke import probe
 from migrate.smoke.device import Device, child_env, resolve
+
+FAKE_HABANA = Path(__file__).resolve().parent / "fake_habana"
 
 
 def test_auto_prefers_hpu_then_cuda_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,17 +63,94 @@ def test_cpu_env_uses_the_emulator(tmp_path: Path) -> None:
     assert "PT_HPU_GPU_MIGRATION" not in env and env["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
-def test_probe_sync_cuts_and_waits_on_a_fake_gaudi(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    fake_torch = types.SimpleNamespace(
-        hpu=types.SimpleNamespace(synchronize=lambda: calls.append("hpu.synchronize")),
-        cuda=types.SimpleNamespace(_initialized=False),
-    )
-    fake_htcore = types.SimpleNamespace(mark_step=lambda: calls.append("mark_step"))
-    monkeypatch.setitem(sys.modules, "torch", fake_torch)
-    monkeypatch.setitem(sys.modules, "habana_frameworks.torch.core", fake_htcore)
+def test_hpu_is_found_through_habana_frameworks_in_the_child(
+    fake_habana: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resolve() asks a child interpreter, which imports habana_frameworks.torch.hpu (the fake)."""
+    path = os.pathsep.join(filter(None, [str(FAKE_HABANA), os.environ.get("PYTHONPATH")]))
+    monkeypatch.setenv("PYTHONPATH", path)
+    monkeypatch.setattr(device_mod, "cuda_present", lambda python: False)
+    assert resolve("hpu") == Device("hpu", None) == resolve("auto")
+    monkeypatch.setenv("FAKE_HABANA_DEVICES", "0")  # the bridge installed, no Gaudi
+    assert resolve("auto") == Device("cpu", "cpu")
+    with pytest.raises(BadInput, match="--device hpu"):
+        resolve("hpu")
+
+
+def test_probe_sync_cuts_and_waits_on_a_fake_gaudi(fake_habana: ModuleType) -> None:
+    import habana_frameworks.torch.core  # noqa: F401  (what the patched script imports)
+    import torch
+
+    assert probe._device_kind() == "hpu" and torch.hpu.__name__ == "habana_frameworks.torch.hpu"
+    fake_habana.calls.clear()
     probe._sync()
-    assert calls == ["mark_step", "hpu.synchronize"]
+    assert [c["call"] for c in fake_habana.calls] == ["mark_step", "hpu.synchronize"]
+
+
+def _probe_run(tmp_path: Path, steps: int, batches: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """A sampler wrapped by the probe, run in this process; (fake habana calls, probe events)."""
+    from habana_frameworks import calls
+
+    class Sampler:
+        def sample(self, steps: int) -> str:
+            for _ in range(steps):
+                self.step()
+            return "done"
+
+        def step(self) -> None:
+            pass
+
+    events = tmp_path / "events.jsonl"
+    p = probe.Probe(probe._Recorder(str(events)), {})
+    Sampler.sample = p._wrap("batch", Sampler.__dict__["sample"], "t:Sampler.sample")
+    Sampler.step = p._wrap("step", Sampler.__dict__["step"], "t:Sampler.step")
+    calls.clear()
+    for _ in range(batches):
+        assert Sampler().sample(steps) == "done"
+    recorded = [json.loads(line) for line in events.read_text().splitlines()]
+    return [c["call"] for c in calls], recorded
+
+
+def test_probe_on_a_gaudi_waits_once_per_batch_and_never_per_step(
+    fake_habana: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cutting the lazy graph around every step would time another program than the script's."""
+    import habana_frameworks.torch.core  # noqa: F401
+
+    monkeypatch.delenv(probe.STEP_TIMING_ENV, raising=False)
+    calls, events = _probe_run(tmp_path, steps=5, batches=3)
+    assert calls == ["mark_step", "hpu.synchronize"] * 3  # after each batch, nothing before
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == 15 and not any("seconds" in e for e in steps)
+    assert [e["steps"] for e in events if e["event"] == "batch"] == [5, 5, 5]
+
+
+def test_probe_times_gaudi_steps_only_when_asked(
+    fake_habana: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import habana_frameworks.torch.core  # noqa: F401
+
+    monkeypatch.setenv(probe.STEP_TIMING_ENV, "1")
+    calls, events = _probe_run(tmp_path, steps=2, batches=1)
+    # a wait before and after each step, then the batch's own
+    assert calls == ["mark_step", "hpu.synchronize"] * 5
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == 2 and all(e["seconds"] >= 0 for e in steps)
+
+
+def test_probe_times_cpu_steps_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch  # noqa: F401  (the probe only looks torch up in sys.modules)
+
+    monkeypatch.delitem(sys.modules, "habana_frameworks.torch.core", raising=False)
+    fake = types.ModuleType("habana_frameworks")
+    fake.calls = []  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "habana_frameworks", fake)
+    assert probe._device_kind() == "cpu"
+    calls, events = _probe_run(tmp_path, steps=3, batches=1)
+    assert calls == []
+    assert all("seconds" in e for e in events if e["event"] == "step")
 
 
 def test_probe_sync_leaves_emulated_cuda_alone(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,9 +32,53 @@ def test_shipped_recipe_smoke_table_validates() -> None:
     assert spec.probe.batch and spec.probe.step
 
 
+def test_guide_variant_is_the_seed_readmes_per_stage_command() -> None:
+    """The guide's 4x4 grid: --n_samples 16 --n_rows 4 --n_iter 1 --ddim_steps 50, --ddim_eta 0.0,
+    --scale 5.0, txt2img's default 256x256, on the eval config (the builder's `full` model)."""
+    recipe = load_recipe("stable-diffusion", check_patches=False)
+    spec = recipe.smoke_spec()
+    argv = [*spec.args, *spec.model_args("guide")]
+
+    def value(option: str) -> str | None:
+        return argv[argv.index(option) + 1] if option in argv else None
+
+    assert [value(o) for o in ("--n_samples", "--n_rows", "--n_iter", "--ddim_steps")] == [
+        "16",
+        "4",
+        "1",
+        "50",
+    ]
+    assert value("--ddim_eta") == "0.0" and value("--scale") == "5.0"
+    assert value("--H") is None and value("--W") is None and "--plms" not in argv
+    assert spec.builder_size("guide") == "full"  # ldm's full: configs/.../txt2img-1p4B-eval.yaml
+    assert spec.builder_size("tiny") == "tiny" and spec.builder_size("full") == "full"
+
+
+def test_prepare_model_builds_a_variants_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrate import models, pipeline
+    from migrate.models import PreparedModel
+
+    asked: list[str] = []
+
+    def prepare(builder: str, workspace: Path, size: str, *args: object, **kwargs: object):
+        asked.append(size)
+        return PreparedModel(["--config", "c.yaml"], {}, [], True, "random", 0.0)
+
+    monkeypatch.setattr(models, "prepare", prepare)
+    recipe = load_recipe("stable-diffusion", check_patches=False)
+    spec = recipe.smoke_spec()
+    prepared = pipeline.prepare_model(
+        spec, tmp_path, tmp_path / "run", pipeline.RunOptions(model="guide")
+    )
+    assert asked == ["full"] and prepared.info.size == "guide"
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [
+        ({"models": {"tiny": {"args": [], "size": 3}}}, "models.tiny.size"),
         ({"script": None}, "script"),
         ({"script": "/etc/passwd"}, "script"),
         ({"samples": "../../*.png"}, "samples"),

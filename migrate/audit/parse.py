@@ -27,7 +27,7 @@ directory, read recursively in sorted order, taking the files named ``*.log`` or
 
 from __future__ import annotations
 
-import gzip
+import os
 import re
 import sys
 import zlib
@@ -179,7 +179,7 @@ def tally_fields(
     sink: list[Malformed] = malformed if malformed is not None else []
     tally: dict[TallyKey, Tallied] = {}
     decoded: dict[str, tuple[str, str, str, str] | None] = {}
-    for name, raw in _open_inputs(inputs):
+    for name, raw in _open_inputs(inputs, sink):
         source = "<stdin>" if name == STDIN else name
         match = partial(
             _tally_text,
@@ -394,20 +394,40 @@ def _iter(
     fields_only: bool,
 ) -> Iterator[Record | Fields]:
     sink: list[Malformed] = malformed if malformed is not None else []
-    for name, raw in _open_inputs(inputs):
+    for name, raw in _open_inputs(inputs, sink):
         source = "<stdin>" if name == STDIN else name
         match = partial(_match_text, source=source, sink=sink, fields_only=fields_only, ints={})
         yield from _parse_stream(raw, source, sink, on_bytes, match)
 
 
-def _open_inputs(inputs: str | Path | Iterable[str | Path]) -> Iterator[tuple[str, BinaryIO]]:
-    """(name, binary stream) per input file, each closed once the caller moves on."""
+def _open_inputs(
+    inputs: str | Path | Iterable[str | Path], sink: list[Malformed]
+) -> Iterator[tuple[str, BinaryIO]]:
+    """(name, binary stream) per input file, each closed once the caller moves on.
+
+    A file that cannot be opened (a broken symlink found in a folder, no permission) is
+    reported in `sink`, never skipped silently; a closed stdin is bad input.
+    """
     for name in expand_inputs(inputs):
         if name == STDIN:
+            if sys.stdin is None or sys.stdin.closed:
+                raise BadInput("standard input is closed: nothing to read for '-'")
             yield name, sys.stdin.buffer
             continue
-        with open(name, "rb") as raw:
+        try:
+            raw = open(name, "rb")  # noqa: SIM115 (closed below, after the caller's loop)
+        except OSError as exc:
+            sink.append(Malformed(name, 0, _unreadable(name, exc)))
+            continue
+        with raw:
             yield name, raw
+
+
+def _unreadable(name: str, exc: OSError) -> str:
+    """Why a log file could not be read, in words."""
+    if os.path.islink(name) and not os.path.exists(name):
+        return f"broken symbolic link to {os.readlink(name)!r}: not read"
+    return f"cannot be read ({exc.strerror}): not read"
 
 
 def expand_inputs(inputs: str | Path | Iterable[str | Path]) -> list[str]:
@@ -425,13 +445,18 @@ def expand_inputs(inputs: str | Path | Iterable[str | Path]) -> list[str]:
             files.extend(
                 str(p)
                 for p in sorted(path.rglob("*"))
-                if p.is_file() and p.name.endswith(_LOG_SUFFIXES)
+                if p.name.endswith(_LOG_SUFFIXES) and (p.is_file() or _broken_link(p))
             )
-        elif path.is_file():
+        elif path.exists():  # a file, a FIFO, a process substitution (/dev/fd/N)
             files.append(text)
         else:
             raise BadInput(f"log input not found: {text}")
     return files
+
+
+def _broken_link(path: Path) -> bool:
+    """A symlink whose target is gone: listed, so that it is reported rather than skipped."""
+    return path.is_symlink() and not path.exists()
 
 
 def input_bytes(inputs: Iterable[str | Path]) -> int | None:
@@ -444,7 +469,7 @@ def input_bytes(inputs: Iterable[str | Path]) -> int | None:
         files += found
     if STDIN in files:
         return None
-    return sum(Path(f).stat().st_size for f in files)
+    return sum(Path(f).stat().st_size for f in files if Path(f).is_file())  # not dead links
 
 
 def _open_decompressed(raw: BinaryIO) -> BinaryIO:
@@ -452,8 +477,80 @@ def _open_decompressed(raw: BinaryIO) -> BinaryIO:
     peek = getattr(raw, "peek", None)
     head = peek(2)[:2] if peek is not None else b""
     if head == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return _Gunzip(raw)  # type: ignore[return-value]
     return raw
+
+
+class _Gunzip:
+    """A gzip reader that returns every byte before a damage, then raises for the damage.
+
+    `gzip.GzipFile.read(n)` loses the whole block it was decoding when the stream turns out
+    truncated or corrupt, so a damaged log yielded no records from its last megabyte (from
+    all of it, for a small log). Here compressed input is fed in small pieces and, at a
+    damage, again byte by byte from a copy of the decoder taken before the piece, so
+    everything up to the damaged byte is returned first (what `zcat` recovers).
+    Concatenated gzip members are read one after the other, as gzip does.
+    """
+
+    PIECE = 64 << 10
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._decoder = zlib.decompressobj(31)
+        self._out = bytearray()
+        self._error: Exception | None = None
+        self._done = False
+        self._produced = 0  # decompressed bytes so far, for the message
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size is not None and size >= 0 else 1 << 62
+        while len(self._out) < want and not self._done:
+            self._fill()
+        if not self._out and self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        taken = bytes(self._out[:want])
+        del self._out[:want]
+        return taken
+
+    def _fill(self) -> None:
+        data = self._raw.read(self.PIECE)
+        if not data:
+            if not self._decoder.eof:
+                self._fail(EOFError("truncated: the file ends inside the compressed stream"))
+            self._done = True
+            return
+        backup = self._decoder.copy()
+        before = len(self._out)
+        try:
+            self._feed(data)
+        except zlib.error:
+            self._decoder = backup  # again, byte by byte, to keep what precedes the damage
+            del self._out[before:]
+            for i in range(len(data)):
+                try:
+                    self._feed(data[i : i + 1])
+                except zlib.error as exc:
+                    self._fail(exc)
+                    return
+
+    def _feed(self, data: bytes) -> None:
+        out = self._decoder.decompress(data)
+        self._out += out
+        self._produced += len(out)
+        while self._decoder.eof and self._decoder.unused_data:  # the next gzip member
+            rest = self._decoder.unused_data
+            self._decoder = zlib.decompressobj(31)
+            out = self._decoder.decompress(rest)
+            self._out += out
+            self._produced += len(out)
+
+    def _fail(self, exc: Exception) -> None:
+        reason = str(exc) if isinstance(exc, EOFError) else f"damaged ({exc})"
+        self._error = EOFError(
+            f"{reason}, after {self._produced} bytes of log (the records before are reported)"
+        )
+        self._done = True
 
 
 Matcher = Callable[..., tuple[list[Any], str, int]]
@@ -476,11 +573,12 @@ def _parse_stream(
     line_no = 1  # line number of ready[0]
     last_raw_pos = 0
     eof = False
+    damage = ""
     while not eof:
         try:
             chunk = stream.read(CHUNK_BYTES)
         except (OSError, EOFError, zlib.error) as exc:
-            sink.append(Malformed(source, line_no, f"gzip stream unreadable, rest skipped: {exc}"))
+            damage = f"gzip stream unreadable, rest skipped: {exc}"  # said after what precedes
             chunk = b""
         if on_bytes is not None:
             if compressed:
@@ -520,6 +618,8 @@ def _parse_stream(
         ready = [carry]
         ready_lines = _newlines(carry, LOOKAHEAD_LINES + 1)
         yield from records
+    if damage:
+        sink.append(Malformed(source, line_no, damage))
 
 
 def _newlines(text: str, most: int) -> int:

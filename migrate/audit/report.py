@@ -64,7 +64,11 @@ _CALL = re.compile(r"^[A-Za-z_][\w.]*\(")
 
 
 class CappedList(list[Malformed]):
-    """A list that counts every append but keeps only the first `cap` items (constant memory)."""
+    """A list that counts every append but keeps only the first `cap` items (constant memory).
+
+    What concerns a whole file (an unreadable file, line 0; a damaged gzip stream) is always
+    kept: at most one per file, and the one entry that explains the rest.
+    """
 
     def __init__(self, cap: int) -> None:
         super().__init__()
@@ -73,8 +77,13 @@ class CappedList(list[Malformed]):
 
     def append(self, item: Malformed) -> None:
         self.total += 1
-        if len(self) < self.cap:
+        if len(self) < self.cap or _whole_file(item):
             super().append(item)
+
+
+def _whole_file(item: Malformed) -> bool:
+    """An unreadable file (line 0) or a damaged gzip stream, rather than one bad line."""
+    return item.line == 0 or item.reason.startswith("gzip stream")
 
 
 @dataclass
@@ -86,6 +95,7 @@ class CallSite:
     apis: Counter[str] = field(default_factory=Counter)
     tags: Counter[str] = field(default_factory=Counter)
     context: str | None = None
+    api_tags: Counter[tuple[str, str]] = field(default_factory=Counter)  # (API, tag) -> count
 
 
 @dataclass
@@ -145,6 +155,7 @@ class Report:
         site.count += count
         site.apis[record.api] += count
         site.tags[record.tag] += count
+        site.api_tags[(record.api, record.tag)] += count
         if site.context is None and record.context is not None:
             site.context = record.context
         if is_mismatch(record.tag):
@@ -277,7 +288,8 @@ def build(
         args, replacement = split_rest(first.rest) if first.rest else ("", "")
         record = Record("", path, int(line), first.context, tag, api, args, replacement, source, 0)
         report.add(record, origin_of, first.count)
-    report.malformed = list(malformed)
+    # Whole-file problems first: they explain the lines after them, and survive --limit.
+    report.malformed = sorted(malformed, key=lambda m: not _whole_file(m))
     report.malformed_total = malformed.total
     return report
 

@@ -54,9 +54,13 @@ def apply(stage: str | None, check: bool, force: bool, recipe: str, workspace: s
         if failed:
             raise ConflictError(failed[0].error or failed[0].name)
         return
-    applied = stack.apply(loaded, ws, stage, force=force, notify=notify)
-    for result in applied:
+
+    def applied_one(result: stack.StageApplied) -> None:
+        """Said as each stage lands, so a later stage's failure cannot hide the earlier ones."""
         moved = f"; offsets: {_offsets(result.offsets)}" if result.offsets else ""
-        click.echo(f"applied {result.name} -> {result.commit[:12]}{moved}")
+        empty = " (empty patch)" if result.empty else ""
+        click.echo(f"applied {result.name} -> {result.commit[:12]}{empty}{moved}")
+
+    applied = stack.apply(loaded, ws, stage, force=force, notify=notify, on_applied=applied_one)
     if not applied:
         click.echo("nothing to apply")

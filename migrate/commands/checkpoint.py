@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -85,7 +86,12 @@ def download(
     if result.already_there:
         console.print(f"{result.path} is already complete ({result.size} bytes)")
     else:
+        if result.restarted:
+            console.print(f"[yellow]note:[/yellow] {escape(result.restarted)}")
         resumed = f", resumed at {result.resumed_from} bytes" if result.resumed_from else ""
         if result.retries:
-            resumed += f", resumed {result.retries} time(s) after a cut connection"
-        console.print(f"downloaded {result.path} ({result.size} bytes{resumed})")
+            resumed += f", resumed {result.retries} time(s) after a cut connection or an HTTP error"
+        console.print(escape(f"downloaded {result.path} ({result.size} bytes{resumed})"))
+    colour = "yellow" if "recipe:" in result.verified or "not verified" in result.verified else ""
+    checked = escape(f"checked: {result.verified}")
+    console.print(f"[{colour}]{checked}[/{colour}]" if colour else checked)

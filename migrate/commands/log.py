@@ -63,27 +63,72 @@ def report(
 @log.command()
 @click.argument("before", nargs=1)
 @click.argument("after", nargs=1)
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Give twice: BEFORE's checkout, then AFTER's. Files are compared by their path "
+    "relative to their side's root (default: inferred from the logs).",
+)
+@click.option(
+    "--ignore-target",
+    is_flag=True,
+    help="Compare tags without their target prefix (hpu_match = cpu_match = cuda_match).",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="Give twice: names for BEFORE and AFTER in the output, e.g. --label gaudi "
+    "--label emulator.",
+)
 @format_option()
 @out_option
 @limit_option
-def diff(before: str, after: str, fmt: str, out: str | None, limit: int) -> None:
-    """What changed between two runs: APIs and call sites that appear, disappear or change count.
+def diff(
+    before: str,
+    after: str,
+    roots: tuple[str, ...],
+    ignore_target: bool,
+    labels: tuple[str, ...],
+    fmt: str,
+    out: str | None,
+    limit: int,
+) -> None:
+    """What changed between two runs, or what an emulated run predicted of a Gaudi run.
 
-    BEFORE and AFTER are log files or run folders (read recursively). A call site whose line
-    moved (same file, API and source line text; e.g. a stage added an import above it) is shown
-    as moved, not as removed + added.
+    BEFORE and AFTER are log files or run folders (read recursively), possibly from different
+    checkouts and machines: files are matched by their path relative to each side's root,
+    installed packages by their path under site-packages. A call site whose line moved (same
+    file, API and source line text; e.g. a stage added an import above it) is shown as moved,
+    not as removed + added. The three-way split lists the (file, API) sites on both sides, only
+    in BEFORE and only in AFTER.
 
     \b
     Examples:
       migrate log diff runs/compat/logs runs/minimal/logs
       migrate log diff a.log b.log --format md --out stage-diff.md
+      migrate log diff gaudi/ emulated/ --root /gaudi/sd --root ws/ --ignore-target \\
+          --label gaudi --label emulator --format html --out fidelity.html
     """
     from migrate.audit import diff as lib
     from migrate.audit.parse import input_bytes
     from migrate.render import render
 
+    if len(roots) not in (0, 2):
+        raise click.UsageError("give --root twice (BEFORE's checkout, then AFTER's) or not at all")
+    if len(labels) not in (0, 2):
+        raise click.UsageError("give --label twice (for BEFORE, then AFTER) or not at all")
     with byte_progress(input_bytes((before, after)), "parsing") as on_bytes:
-        result = lib.diff([before], [after], on_bytes=on_bytes)
+        result = lib.diff(
+            [before],
+            [after],
+            on_bytes=on_bytes,
+            roots=(roots[0], roots[1]) if roots else None,
+            ignore_target=ignore_target,
+            labels=(labels[0], labels[1]) if labels else lib.DEFAULT_LABELS,
+        )
     rows = None if limit == 0 else limit
     rendered = render(
         fmt,

@@ -91,7 +91,7 @@ device_option = click.option(
 model_option = click.option(
     "--model",
     default=None,
-    help="Model size from the recipe's [smoke.models] (e.g. tiny, full) "
+    help="Model variant from the recipe's [smoke.models] (e.g. tiny, full, guide) "
     "[default: the recipe's, tiny].",
 )
 ckpt_option = click.option(

@@ -23,6 +23,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from migrate.errors import BadInput
+
 BYTE_PROGRESS_MIN = 64 << 20  # inputs smaller than this parse too fast for a bar to help
 
 
@@ -40,7 +42,13 @@ def emit(rendered: str | RenderableType, out: str | Path | None) -> None:
         console.print(rendered)
         rendered = console.export_text()
         console.file.close()
-    Path(out).write_text(rendered, encoding="utf-8")
+    target = Path(out)
+    try:
+        target.write_text(rendered, encoding="utf-8")
+    except OSError as exc:  # a missing folder, a read-only place: one line, not a traceback
+        folder = target.parent
+        why = f"the folder {folder} does not exist" if not folder.is_dir() else exc.strerror
+        raise BadInput(f"--out {out}: cannot write: {why or exc}") from None
     Console(stderr=True, highlight=False).print(f"wrote {out}")
 
 
@@ -140,6 +148,8 @@ def stage_line(m: Any) -> str:
     t = m.timing
     steady = f", steady {t.steady_batch_s:.3f} s" if t.steady_batch_s else ""
     weights = " [yellow](random weights)[/yellow]" if m.model.random_weights else ""
+    if m.patch.dirty:
+        weights += f" [yellow](with uncommitted edits in {len(m.patch.edited)} file(s))[/yellow]"
     return (
         f"[green]✓ {m.stage}[/green]: first batch {t.first_batch_s or 0:.3f} s{steady}, "
         f"{len(m.samples)} samples on {m.device.kind}{weights}"

@@ -33,6 +33,7 @@ def revert(stage: str | None, force: bool, recipe: str, workspace: str | None) -
     loaded = load_recipe(recipe)
     ws = path_for(loaded, workspace)
     if stage is None:
+        stack.refuse_foreign(loaded, ws)  # "nothing to revert" would hide the real problem
         applied = stack.applied_stages(loaded, ws)
         if not applied:
             raise MigrateError(f"no stage is applied in {ws}: nothing to revert")

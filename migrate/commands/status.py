@@ -24,7 +24,7 @@ def status(recipe: str, workspace: str | None) -> None:
     Example:
       migrate status
     """
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, check_patches=False)  # a deleted patch is reported below
     ws = path_for(loaded, workspace)
     out = Console(highlight=False, soft_wrap=True)
     out.print(escape(f"recipe     {loaded.name} ({loaded.path})"))
@@ -36,13 +36,14 @@ def status(recipe: str, workspace: str | None) -> None:
         return
     state = stack.state(loaded, ws)
     out.print(f"HEAD       {state.head or '(none: fetch did not finish)'}")
+    if state.foreign:
+        out.print(f"[red]not a workspace of this recipe[/red]: {escape(state.foreign)}")
     if state.interrupted:
-        out.print(
-            f"[red]interrupted[/red] {state.interrupted}: the next apply, revert or refresh "
-            "repairs it"
-        )
+        out.print(f"[red]interrupted[/red] {escape(state.interrupted)}: {escape(state.repair)}")
     for stage in loaded.stages:
-        if stage.name in state.stale:
+        if stage.name in state.missing:
+            mark = f"[yellow]applied, but its patch file is missing: {escape(str(stage.patch))}[/]"
+        elif stage.name in state.stale:
             mark = "[yellow]applied, but its patch file changed since[/yellow]"
         elif stage.name in state.applied:
             mark = "[green]applied[/green]"

@@ -1,15 +1,17 @@
 """Stand-ins for the `torch.cuda` functions a program calls (target cpu), or loggers (target cuda).
 
 Tags, target cpu:
-- cpu_match: the CPU equivalent is called (manual_seed -> torch.manual_seed, synchronize -> no-op
-  since CPU ops are synchronous);
-- cpu_modified: a stand-in that changes the answer so that CUDA code runs (is_available -> True,
-  device_count -> 1, torch.cuda.FloatTensor -> torch.FloatTensor, Event timed on the host clock);
-- cpu_mismatch: no CPU meaning; a harmless dummy (current_device -> 0, memory statistics -> 0,
-  nvtx ranges -> no-op, Stream -> an object whose methods do nothing).
+The tag's kind is the one GPU Migration gives each API (hpu_match, hpu_modified, hpu_mismatch in
+the real logs: is_available, set_device, manual_seed, the memory statistics are match;
+device_count, current_device and torch.cuda.<Type>Tensor, logged as `torch.cuda.__new__`, are
+modified; nvtx is mismatch); the replacement says what the CPU did: the CPU equivalent
+(manual_seed -> torch.manual_seed, synchronize -> no-op), an answer that lets CUDA code run
+(is_available -> True, device_count -> 1) or a harmless dummy (memory statistics -> 0, a Stream
+whose methods do nothing).
 Calls from inside torch itself get the real function: torch guards its own CUDA use
 (torch.manual_seed calls torch.cuda.manual_seed_all, which is lazy on a CPU machine), so its
 internals behave exactly as in a CPU run and never take CUDA paths the emulator does not cover.
+They are logged as GPU Migration logs them, at level 1 (`torch/random.py`, `torch/cuda/amp`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from migrate.shim.logwriter import format_args
+from migrate.shim.habana import Signature, args_kwargs, habana_call, value_str
 
 if TYPE_CHECKING:
     from migrate.shim.redirect import Emulator
@@ -162,16 +165,30 @@ def _seed() -> None:
     torch.default_generator.seed()
 
 
-# name -> (kind: match|modified|mismatch, stand-in, replacement text or f(call) -> text)
-Stub = tuple[str, Callable[..., Any], str | Callable[[str], str]]
+def _positional(api: str) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
+    """`api(v1, v2)`: the CPU call made in place of a seeding or RNG-state function."""
+
+    def text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        values = [*args, *kwargs.values()]
+        return f"{api}({', '.join(value_str(v) for v in values)})"
+
+    return text
+
+
+# name -> (kind: GPU Migration's tag for the API, stand-in, what the CPU did (text or f(args,
+# kwargs) -> text)). The kind is Habana's (e.g. current_device is hpu_modified, the memory
+# statistics hpu_match) so that an emulated log lines up with a Gaudi one; the replacement says
+# what the CPU did, e.g. "Dummy (0)" where the CPU has nothing to report.
+Stub = tuple[str, Callable[..., Any], str | Callable[[tuple[Any, ...], dict[str, Any]], str]]
 STUBS: dict[str, Stub] = {
-    "is_available": ("modified", lambda: True, "True (the CPU stands in for the GPU)"),
+    "is_available": ("match", lambda: True, "True (the CPU stands in for the GPU)"),
+    "is_initialized": ("match", lambda: True, "True (the CPU stands in for the GPU)"),
     "device_count": ("modified", lambda: 1, "1 (the CPU stands in for one GPU)"),
-    "current_device": ("mismatch", lambda: 0, "Dummy (0)"),
-    "set_device": ("mismatch", lambda device: None, "Dummy"),
+    "current_device": ("modified", lambda: 0, "0 (the CPU stands in for GPU 0)"),
+    "set_device": ("match", lambda device: None, "Dummy (one CPU device)"),
     "synchronize": ("match", lambda device=None: None, "no-op (CPU ops are synchronous)"),
-    "manual_seed": ("match", _manual_seed, lambda c: f"torch.manual_seed({c})"),
-    "manual_seed_all": ("match", _manual_seed, lambda c: f"torch.manual_seed({c})"),
+    "manual_seed": ("match", _manual_seed, _positional("torch.manual_seed")),
+    "manual_seed_all": ("match", _manual_seed, _positional("torch.manual_seed")),
     "seed": ("match", _seed, "torch.seed()"),
     "seed_all": ("match", _seed, "torch.seed()"),
     "initial_seed": (
@@ -195,60 +212,109 @@ STUBS: dict[str, Stub] = {
         lambda new_states: torch.set_rng_state(new_states[0]),
         "torch.set_rng_state(new_states[0])",
     ),
-    "get_device_name": ("mismatch", lambda device=None: "cpu", "Dummy ('cpu')"),
+    "get_device_name": ("match", lambda device=None: "cpu", "Dummy ('cpu')"),
     "get_device_capability": ("mismatch", lambda device=None: (0, 0), "Dummy ((0, 0))"),
-    "get_device_properties": ("mismatch", _properties, "Dummy (name='cpu', host memory)"),
-    "mem_get_info": ("mismatch", lambda device=None: _host_memory(), "Dummy (host memory)"),
-    "memory_stats": ("mismatch", lambda device=None: {}, "Dummy ({})"),
-    "memory_summary": ("mismatch", lambda device=None, abbreviated=False: "", "Dummy ('')"),
+    "get_device_properties": ("match", _properties, "Dummy (name='cpu', host memory)"),
+    "mem_get_info": ("match", lambda device=None: _host_memory(), "Dummy (host memory)"),
+    "memory_stats": ("match", lambda device=None: {}, "Dummy ({})"),
+    "memory_summary": ("match", lambda device=None, abbreviated=False: "", "Dummy ('')"),
     "empty_cache": ("mismatch", lambda: None, "Dummy"),
     "ipc_collect": ("mismatch", lambda: None, "Dummy"),
     "current_stream": (
-        "mismatch",
+        "match",
         lambda device=None: Stream(),
         "Dummy (a Stream that does nothing)",
     ),
     "default_stream": (
-        "mismatch",
+        "match",
         lambda device=None: Stream(),
         "Dummy (a Stream that does nothing)",
     ),
-    "Stream": ("mismatch", Stream, "Dummy (a Stream that does nothing)"),
-    "stream": ("mismatch", lambda stream=None: contextlib.nullcontext(), "Dummy (no-op context)"),
-    "device": ("mismatch", NoOpContext, "Dummy (no-op context)"),
-    "device_of": ("mismatch", NoOpContext, "Dummy (no-op context)"),
-    "Event": ("modified", Event, "an Event timed on the host clock"),
+    "Stream": ("match", Stream, "Dummy (a Stream that does nothing)"),
+    "stream": ("match", lambda stream=None: contextlib.nullcontext(), "Dummy (no-op context)"),
+    "device": ("match", NoOpContext, "Dummy (no-op context)"),
+    "device_of": ("match", NoOpContext, "Dummy (no-op context)"),
+    "Event": ("match", Event, "an Event timed on the host clock"),
 }
 for _name in ("memory_allocated", "max_memory_allocated", "memory_reserved",
               "max_memory_reserved", "memory_cached", "max_memory_cached"):  # fmt: skip
-    STUBS[_name] = ("mismatch", lambda device=None: 0, "Dummy (0)")
+    STUBS[_name] = ("match", lambda device=None: 0, "Dummy (0: no device memory on the CPU)")
 for _name in ("reset_peak_memory_stats", "reset_max_memory_allocated",
               "reset_max_memory_cached", "reset_accumulated_memory_stats"):  # fmt: skip
-    STUBS[_name] = ("mismatch", lambda device=None: None, "Dummy")
+    STUBS[_name] = ("match", lambda device=None: None, "Dummy")
+
+
+@contextlib.contextmanager
+def _nvtx_range(msg: Any = None, *args: Any, **kwargs: Any) -> Any:
+    STATE_REF[0].note("mismatch", "torch.cuda.nvtx.range", (), {}, _no_args, "Dummy")
+    yield
+
+
+STATE_REF: list[Any] = [None]
 NVTX: dict[str, Stub] = {
-    "range": ("mismatch", lambda msg, *a, **k: contextlib.nullcontext(), "Dummy (no-op context)"),
     "range_push": ("mismatch", lambda msg: 0, "Dummy"),
     "range_pop": ("mismatch", lambda: 0, "Dummy"),
     "mark": ("mismatch", lambda msg: None, "Dummy"),
 }
+# Rendered `name()` whatever they are given, as GPU Migration writes them.
+NO_ARGUMENTS = {"torch.cuda.synchronize", "torch.cuda.nvtx.range_push", "torch.cuda.nvtx.mark"}
+
+
+def _no_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    return ""
+
+
+def _left(api: str, original: Callable[..., Any]) -> Callable[..., str]:
+    if api in NO_ARGUMENTS:
+        return _no_args
+    return Signature(original).render
+
+
+def _torch_own(api: str) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
+    def text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return f"{_positional(api)(args, kwargs)} (torch's own call: run as is)"
+
+    return text
+
+
+# GPU Migration replaces these whole (torch.hpu.is_available, ...): the torch.cuda bodies never
+# run on Gaudi, so what they call inside torch (is_available -> device_count) is not logged.
+WHOLE = {"torch.cuda.is_available", "torch.cuda.device_count", "torch.cuda.current_device"}
+_QUIET = threading.local()
 
 
 def _stub(emu: Emulator, api: str, stub: Stub, original: Callable[..., Any], torch_dir: str):
+    """Program calls get the stand-in; torch's own calls (torch.manual_seed ->
+    torch.cuda.manual_seed_all, the amp checks) get the real function, guarded as in a CPU
+    run, and are logged too (at level 1 only: levels 2 and 3 drop torch's own calls)."""
     kind, stand_in, text = stub
-    tag = getattr(emu, kind)
+    left = _left(api, original)
+    own = _torch_own(api)
+    whole = api in WHOLE
 
     def cpu_stub(*args: Any, **kwargs: Any) -> Any:
         if sys._getframe(1).f_code.co_filename.startswith(torch_dir):
-            return original(*args, **kwargs)  # torch's own guarded use, as in a CPU run
-        emu.log.record(tag, api, (args, kwargs), text)
+            if getattr(_QUIET, "on", False):
+                return original(*args, **kwargs)
+            emu.note(kind, api, args, kwargs, left, own)
+            if not whole:
+                return original(*args, **kwargs)  # torch's own guarded use, as in a CPU run
+            _QUIET.on = True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _QUIET.on = False
+        emu.note(kind, api, args, kwargs, left, text)
         return stand_in(*args, **kwargs)
 
     return cpu_stub
 
 
-def _logged(emu: Emulator, api: str, original: Callable[..., Any]) -> Callable[..., Any]:
+def _logged(emu: Emulator, api: str, kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    left = _left(api, original)
+
     def cuda_call(*args: Any, **kwargs: Any) -> Any:
-        emu.log.record(emu.match, api, (args, kwargs), f"{api}({{}})".format)
+        emu.note(kind, api, args, kwargs, left, "")
         return original(*args, **kwargs)
 
     return cuda_call
@@ -257,11 +323,11 @@ def _logged(emu: Emulator, api: str, original: Callable[..., Any]) -> Callable[.
 def _stub_class(emu: Emulator, api: str, stub: Stub) -> type:
     """Event/Stream stand-ins stay classes (annotations like `torch.cuda.Stream | None`)."""
     kind, stand_in, text = stub
-    tag = getattr(emu, kind)
+    left = Signature(stand_in.__init__, skip_self=True).render
 
     class Logged(stand_in):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any):
-            emu.log.record(tag, api, format_args(args, kwargs), text)
+            emu.note(kind, api, args, kwargs, left, text)
             super().__init__(*args, **kwargs)
 
     Logged.__name__ = Logged.__qualname__ = stand_in.__name__
@@ -269,17 +335,21 @@ def _stub_class(emu: Emulator, api: str, stub: Stub) -> type:
     return Logged
 
 
+TYPED_API = "torch.cuda.__new__"  # GPU Migration's name for torch.cuda.<Type>Tensor(...)
+
+
 def _typed(emu: Emulator, name: str, original: Any) -> type:
     """torch.cuda.<Type>Tensor: builds torch.<Type>Tensor (cpu) or logs (cuda); isinstance kept."""
     api = f"torch.cuda.{name}"
     cpu_type = getattr(torch, name)
 
+    def right(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return habana_call(f"torch.{name}", args, kwargs)
+
     def make(*args: Any, **kwargs: Any) -> Any:
-        call = format_args(args, kwargs)
+        emu.note("modified", TYPED_API, args, kwargs, args_kwargs, right)
         if emu.cpu:
-            emu.log.record(emu.modified, api, call, f"torch.{name}({call})")
             return cpu_type(*args, **kwargs)
-        emu.log.record(emu.match, api, call, f"{api}({call})")
         return original(*args, **kwargs)
 
     typed = stand_in_class(original, make)
@@ -289,12 +359,17 @@ def _typed(emu: Emulator, name: str, original: Any) -> type:
 
 def install(emu: Emulator) -> None:
     """Replace (cpu) or wrap (cuda) the torch.cuda functions and classes listed above."""
+    STATE_REF[0] = emu
     cuda = torch.cuda
     torch_dir = emu.log.torch_dir
     nvtx = getattr(cuda, "nvtx", None)
     tables: list[tuple[Any, str, dict[str, Stub]]] = [(cuda, "torch.cuda", STUBS)]
     if nvtx is not None:
         tables.append((nvtx, "torch.cuda.nvtx", NVTX))
+        if getattr(nvtx, "range", None) is not None:
+            # a context manager that logs on entry: the site is contextlib's __enter__, as on
+            # Gaudi; the CUDA target keeps the real ranges
+            nvtx.range = _nvtx_range if emu.cpu else _logged_range(emu, nvtx.range)
     for owner, prefix, table in tables:
         for name, stub in table.items():
             original = getattr(owner, name, None)
@@ -305,15 +380,25 @@ def install(emu: Emulator) -> None:
                 setattr(owner, name, _stub_class(emu, api, stub))
                 continue
             if not emu.cpu and isinstance(original, type):
-                setattr(owner, name, stand_in_class(original, _logged(emu, api, original)))
+                setattr(owner, name, stand_in_class(original, _logged(emu, api, stub[0], original)))
                 continue
             wrapper = (
                 _stub(emu, api, stub, original, torch_dir)
                 if emu.cpu
-                else _logged(emu, api, original)
+                else _logged(emu, api, stub[0], original)
             )
             setattr(owner, name, functools.update_wrapper(wrapper, original))
     for name in TYPED:
         original = getattr(cuda, name, None)
         if original is not None:
             setattr(cuda, name, _typed(emu, name, original))
+
+
+def _logged_range(emu: Emulator, original: Callable[..., Any]) -> Callable[..., Any]:
+    @contextlib.contextmanager
+    def logged_range(msg: Any = None, *args: Any, **kwargs: Any) -> Any:
+        emu.note("mismatch", "torch.cuda.nvtx.range", (), {}, _no_args, "")
+        with original(msg, *args, **kwargs):
+            yield
+
+    return logged_range

@@ -1,11 +1,13 @@
 """Patch torch the moment `import torch` completes, without importing it ourselves.
 
 Importing torch costs seconds; most processes a program starts (git, a tokenizer helper, a shell
-script's python) never use it. So boot only asks `migrate.importhook` to call back when torch (or
-lightning's device mixin) has been imported; the callback patches it. If torch is already imported
-(a boot module imported it first), the callback runs at once. Like `importhook`, this module imports
-only what the interpreter has already loaded: the whole boot costs a process that never imports
-torch a few milliseconds (about 5 ms on a 50 ms `python -c pass` here).
+script's python) never use it. So boot only asks `migrate.importhook` to call back when torch has
+been imported; the callback patches it. Lightning's device mixin is left alone: it records the
+CUDA device the program asked for (so `model.device` answers cuda:0, as under GPU Migration)
+and hands the move to torch's Module.to/.cuda, which the emulator redirects. If torch is already
+imported (a boot module imported it first), the callback runs at once. Like `importhook`, this
+module imports only what the interpreter has already loaded: the whole boot costs a process that
+never imports torch a few milliseconds (about 5 ms on a 50 ms `python -c pass` here).
 """
 
 from __future__ import annotations
@@ -21,11 +23,6 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 TARGETS = ("cpu", "cuda", "auto")
-LIGHTNING_MIXINS = (
-    "lightning_fabric.utilities.device_dtype_mixin",
-    "lightning.fabric.utilities.device_dtype_mixin",
-    "pytorch_lightning.core.mixins.device_dtype_mixin",
-)
 
 
 def _on_torch(target: str, log_dir: Path | str, level: int) -> Callable[[ModuleType], None]:
@@ -39,21 +36,11 @@ def _on_torch(target: str, log_dir: Path | str, level: int) -> Callable[[ModuleT
     return patch
 
 
-def _on_mixin(module: ModuleType) -> None:
-    from migrate.shim import redirect
-
-    redirect.patch_lightning_mixin(module)
-
-
 def install(target: str, log_dir: Path | str, level: int = 1) -> None:
-    """Arrange for torch (and lightning's device mixin) to be patched as soon as imported."""
+    """Arrange for torch to be patched as soon as it is imported."""
     if target not in TARGETS:
         raise ValueError(f"MIGRATE_SHIM_TARGET must be one of {', '.join(TARGETS)}, not {target!r}")
-    callbacks: dict[str, Callable[[ModuleType], None]] = {
-        "torch": _on_torch(target, log_dir, level)
-    }
-    callbacks.update({name: _on_mixin for name in LIGHTNING_MIXINS})
-    when_imported(callbacks)
+    when_imported({"torch": _on_torch(target, log_dir, level)})
 
 
 def install_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import linecache
 import os
-import re
 import sys
 import threading
 import time
@@ -27,8 +26,6 @@ from typing import Any, TextIO
 
 SHIM_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 LOG_NAME = "gpu_migration_{pid}.log"
-_DEVICE_TEXT = re.compile(r"(cuda|cpu|hpu|mps|xpu|meta)(:\d+)?")
-_MAX_VALUE = 160
 
 
 def default_log_dir(now: float | None = None) -> Path:
@@ -61,46 +58,6 @@ def _fingerprint(value: Any) -> Any:
     raise _NotSimple
 
 
-def format_value(value: Any) -> str:
-    """A short, one-line rendering of an argument: devices bare, tensors summarised."""
-    if value is None or isinstance(value, bool | int | float):
-        return str(value)
-    if isinstance(value, str):
-        return value if _DEVICE_TEXT.fullmatch(value) else repr(value)
-    kind = type(value)
-    if kind.__name__ == "device" and kind.__module__ == "torch":
-        return str(value)
-    if hasattr(value, "dtype") and hasattr(value, "shape") and hasattr(value, "numel"):
-        if value.numel() == 1 and not value.is_meta:
-            return f"tensor({value.item()})"
-        return f"tensor(shape={list(value.shape)}, dtype={value.dtype})"
-    if isinstance(value, list | tuple):
-        inner = ", ".join(format_value(v) for v in value[:8])
-        more = ", ..." if len(value) > 8 else ""
-        comma = "," if isinstance(value, tuple) and len(value) == 1 else ""
-        open_, close = ("[", "]") if isinstance(value, list) else ("(", ")")
-        return f"{open_}{inner}{comma}{more}{close}"
-    if isinstance(value, dict):
-        return (
-            "{" + ", ".join(f"{format_value(k)}: {format_value(v)}" for k, v in value.items()) + "}"
-        )
-    if callable(value) and hasattr(value, "__qualname__"):
-        return f"<{getattr(value, '__module__', '?')}.{value.__qualname__}>"
-    try:
-        text = repr(value)
-    except Exception:  # a broken __repr__ must not break the program
-        text = f"<{kind.__name__} object>"
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 3] + "..."
-
-
-def format_args(args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> str:
-    """Habana's argument list: every item followed by ', ' (so `f(device=None, )`)."""
-    parts = [format_value(a) + ", " for a in args]
-    parts += [f"{k}={format_value(v)}, " for k, v in (kwargs or {}).items()]
-    return "".join(parts)
-
-
 class MigrationLog:
     """The log of one process; re-opened under the child's pid after a fork."""
 
@@ -122,10 +79,16 @@ class MigrationLog:
         self.path = self.log_dir / LOG_NAME.format(pid=os.getpid())
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as we do)
 
-    def caller(self) -> tuple[str, int] | None:
-        """(file, line) of the call site, or None when the record is to be omitted."""
+    def caller(self, skip: Callable[[Any], bool] | None = None) -> tuple[str, int] | None:
+        """(file, line) of the call site, or None when the record is to be omitted.
+
+        The site is the first frame outside this package and, when given, for which `skip`
+        is false (a module's `.to()` is the program's line, not a subclass's pass-through).
+        """
         frame = sys._getframe(1)
-        while frame is not None and frame.f_code.co_filename.startswith(SHIM_DIR):
+        while frame is not None and (
+            frame.f_code.co_filename.startswith(SHIM_DIR) or (skip is not None and skip(frame))
+        ):
             frame = frame.f_back
         if frame is None:
             return None
@@ -138,32 +101,29 @@ class MigrationLog:
         self,
         tag: str,
         api: str,
-        call: str | tuple[tuple[Any, ...], dict[str, Any]],
-        replacement: str | Callable[[str], str],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        render: Callable[[tuple[Any, ...], dict[str, Any]], tuple[str, str]],
+        skip: Callable[[Any], bool] | None = None,
     ) -> None:
-        """Log `api(call) --> replacement` for the caller of the shim function calling this.
+        """Log `api(<arguments>) --> <replacement>` for the caller of the shim function.
 
-        `call` is the formatted argument list or (args, kwargs) to format; `replacement` may be
-        a function of the formatted list. A call repeated with the same simple arguments
-        (numbers, strings, devices, dtypes) is recognised before any formatting, which keeps a
-        redirect inside a sampling loop down to a frame walk and a set lookup.
+        `render(args, kwargs)` returns (argument text, replacement) and runs only for a record
+        not seen yet: a call repeated with the same simple arguments (numbers, strings,
+        devices, dtypes) is recognised before any formatting, which keeps a redirect inside a
+        sampling loop down to a frame walk and a set lookup.
         """
-        site = self.caller()
+        site = self.caller(skip)
         if site is None:
             return
-        fast = None
-        if not isinstance(call, str):
-            args, kwargs = call
-            try:
-                fast = (site, tag, api, _fingerprint(args), _fingerprint(tuple(kwargs.items())))
-            except _NotSimple:
-                pass
-            if fast is not None and fast in self._fast:
-                return
-            call = format_args(args, kwargs)
-        self.write(
-            site, tag, api, call, replacement(call) if callable(replacement) else replacement
-        )
+        try:
+            fast = (site, tag, api, _fingerprint(args), _fingerprint(tuple(kwargs.items())))
+        except _NotSimple:
+            fast = None
+        if fast is not None and fast in self._fast:
+            return
+        text, replacement = render(args, kwargs)
+        self.write(site, tag, api, text, replacement)
         if fast is not None:
             self._fast.add(fast)
 

@@ -8,7 +8,9 @@ process writes its own `gpu_migration_<pid>.log` into the same folder.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ BOOT_DIR = Path(__file__).resolve().parent / "boot"
 TARGETS = ("cpu", "cuda", "auto")
 LEVELS = (1, 2, 3)
 ENV_KEYS = ("MIGRATE_SHIM_TARGET", "MIGRATE_SHIM_LOG_DIR", "MIGRATE_SHIM_LOG_LEVEL")
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel sent (e.g. the terminal's Ctrl-C)
 
 
 def shim_env(
@@ -68,11 +72,45 @@ def run(
         raise BadInput("nothing to run: give the program after '--', e.g. -- python script.py")
     child_env = shim_env(target, log_dir or default_log_dir(), level, boot_modules, env)
     try:
-        return subprocess.call(list(argv), env=child_env, cwd=cwd)
+        code = _call_forwarding(list(argv), child_env, cwd)
     except FileNotFoundError as exc:
         raise BadInput(f"cannot run {argv[0]!r}: {exc.strerror}") from exc
     except KeyboardInterrupt:
         return 130
+    return 128 - code if code < 0 else code  # killed by signal N: 128+N, as shells say
+
+
+def _call_forwarding(argv: list[str], env: dict[str, str], cwd: Path | None) -> int:
+    """Run `argv` and wait; SIGTERM/SIGINT/SIGHUP/SIGQUIT sent to us are passed on to it.
+
+    Without this, `kill <shim>` would end the shim and leave the program running, orphaned.
+    The signals are blocked and taken with sigtimedwait, which tells who sent them: a
+    terminal's Ctrl-C (sent by the kernel to the whole foreground group) already reached
+    the program and is not sent twice. The child starts with our original signal mask.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return subprocess.call(argv, env=env, cwd=cwd)
+    if not hasattr(signal, "sigtimedwait"):  # macOS: forward from handlers (Ctrl-C twice)
+        return _call_with_handlers(argv, env, cwd)
+    watched = {*FORWARDED, signal.SIGCHLD}
+    original = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, original),
+        )
+        while proc.poll() is None:
+            info = signal.sigtimedwait(watched, 1.0)
+            if info is None or info.si_signo == signal.SIGCHLD:
+                continue
+            from_terminal = info.si_code == SI_KERNEL and info.si_signo != signal.SIGTERM
+            if not from_terminal:
+                proc.send_signal(info.si_signo)
+        return proc.returncode
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, original)
 
 
 @dataclass(frozen=True)
@@ -96,3 +134,16 @@ def summarize(log_dir: Path, since: float = 0.0) -> LogSummary:
         with open(path, encoding="utf-8", errors="replace") as handle:
             records += sum(1 for line in handle if line.startswith("[") and "] " in line)
     return LogSummary(Path(log_dir), files, records)
+
+
+def _call_with_handlers(argv: list[str], env: dict[str, str], cwd: Path | None) -> int:
+    """Where sigtimedwait is missing: handlers pass each signal on to the program."""
+    proc = subprocess.Popen(argv, env=env, cwd=cwd)
+    previous = {sig: signal.getsignal(sig) for sig in FORWARDED}
+    for sig in FORWARDED:
+        signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

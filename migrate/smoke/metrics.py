@@ -52,6 +52,10 @@ class PatchInfo:
     added: int | None = None
     removed: int | None = None
     offsets: list[Any] = field(default_factory=list)  # hunks that applied off their line
+    # Uncommitted edits to tracked files when the smoke ran: a dirty result is not the stage's.
+    dirty: bool = False
+    edits_sha256: str | None = None  # of `git diff --binary HEAD`
+    edited: list[str] = field(default_factory=list)
 
 
 @dataclass

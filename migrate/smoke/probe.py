@@ -9,6 +9,16 @@ It reads two environment variables set by `migrate.smoke.runner`:
   MIGRATE_PROBE_EVENTS   path of a JSON-lines file it appends events to (the parent tails it)
   MIGRATE_PROBE_TARGETS  JSON {"batch": [...], "step": [...], "load": [...]} of
                          "module:Qualified.name" callables to wrap when their module is imported
+and one the user may set (it passes through `migrate run` / `migrate smoke` to the script):
+  MIGRATE_PROBE_STEP_TIMING=1  time every step too, synchronising the device around each one
+
+The probe must not change what it measures. Synchronising a CUDA device changes no result and
+little time; on a Gaudi in lazy mode every `mark_step` cuts the graph the bridge builds, so a
+probe that cut around each DDIM step would time a differently compiled program than the script's
+own run. So device work is waited for once per batch only (on a Gaudi: one mark_step and one
+synchronize when the sampler returns, i.e. one extra cut per batch, between the sampler and the
+decoder, none inside the step loop), and steps are only counted. Per-step seconds are recorded
+on the CPU, where no synchronisation is needed, and on a device only when asked for.
 
 It must stay cheap and import nothing heavy itself: torch is only looked up in sys.modules.
 """
@@ -29,6 +39,7 @@ from migrate.importhook import when_imported
 
 EVENTS_ENV = "MIGRATE_PROBE_EVENTS"
 TARGETS_ENV = "MIGRATE_PROBE_TARGETS"
+STEP_TIMING_ENV = "MIGRATE_PROBE_STEP_TIMING"
 
 # distribution name -> import name; versions are reported for those the script imported
 _PACKAGES = {
@@ -59,24 +70,37 @@ class _Recorder:
             self._file.flush()
 
 
+def _device_kind() -> str | None:
+    """The device the script's work runs on, as far as this process can tell without asking."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    if "habana_frameworks.torch.core" in sys.modules:
+        return "hpu"
+    if getattr(torch.cuda, "_initialized", False):
+        return "cuda"
+    return "cpu"
+
+
 def _sync() -> None:
     """Wait for queued device work so a clock read means the work is done.
 
     Gaudi (lazy mode): cut the graph with mark_step, then synchronise. CUDA: only when a real
     CUDA context exists (torch.cuda._initialized), so the CPU emulator is never called.
     """
+    kind = _device_kind()
     torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    htcore = sys.modules.get("habana_frameworks.torch.core")
-    if htcore is not None:
-        htcore.mark_step()
+    if kind == "hpu":
+        sys.modules["habana_frameworks.torch.core"].mark_step()
         hpu = getattr(torch, "hpu", None)
         if hpu is not None and hasattr(hpu, "synchronize"):
             hpu.synchronize()
-        return
-    if getattr(torch.cuda, "_initialized", False):
-        torch.cuda.synchronize()
+    elif kind == "cuda":
+        torch.cuda.synchronize()  # type: ignore[union-attr]
+
+
+def _step_timing_asked() -> bool:
+    return os.environ.get(STEP_TIMING_ENV, "") not in ("", "0")
 
 
 def _device_and_memory() -> dict[str, Any]:
@@ -127,6 +151,7 @@ class Probe:
         self.recorder = recorder
         self.batches = 0
         self.steps = 0
+        self.step_timing = _step_timing_asked()
         self._depth = threading.local()
         self._by_module: dict[str, list[tuple[str, str]]] = {}
         for kind in ("batch", "step", "load"):
@@ -169,7 +194,8 @@ class Probe:
             index = self.batches
             self.batches += 1
             steps_before = self.steps
-            _sync()
+            if _device_kind() != "hpu":  # a Gaudi: no extra cut; the last batch ended synced
+                _sync()
             self.recorder.emit("batch_start", index=index, target=target)
             self._enter("batch", 1)
             start = time.perf_counter()
@@ -194,9 +220,21 @@ class Probe:
     def _counted_step(self, func: Callable[..., Any], target: str) -> Callable[..., Any]:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            timed = _device_kind() == "cpu" or self.step_timing
+            if timed and _device_kind() != "cpu":
+                _sync()
+            start = time.perf_counter()
             result = func(*args, **kwargs)
+            seconds = None
+            if timed:
+                if _device_kind() != "cpu":
+                    _sync()
+                seconds = time.perf_counter() - start
             self.steps += 1
-            self.recorder.emit("step", batch=self.batches - 1, step=self.steps)
+            fields: dict[str, Any] = {"batch": self.batches - 1, "step": self.steps}
+            if seconds is not None:
+                fields["seconds"] = seconds
+            self.recorder.emit("step", **fields)
             return result
 
         return wrapper
