@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from migrate.pipeline import RunOptions
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -78,6 +81,32 @@ class PassthroughCommand(click.Command):
 def passthrough(ctx: click.Context) -> list[str]:
     """The arguments given after `--` (empty without one)."""
     return list(ctx.meta.get("passthrough", []))
+
+
+def run_options(
+    ctx: click.Context,
+    *,
+    device: str,
+    model: str,
+    ckpt: str | None,
+    timeout: float | None,
+    repeat: int | None,
+    python: str | None,
+) -> RunOptions:
+    """`pipeline.RunOptions` from the options `run` and `smoke` share (and the args after `--`)."""
+    from migrate import pipeline
+
+    options = pipeline.RunOptions(
+        device=device,
+        model=model,
+        ckpt=ckpt,
+        extra_args=passthrough(ctx),
+        timeout=timeout,
+        repeat=repeat,
+    )
+    if python is not None:
+        options.python = interpreter(python)
+    return options
 
 
 device_option = click.option(

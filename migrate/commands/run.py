@@ -11,12 +11,11 @@ from migrate.commands.options import (
     PassthroughCommand,
     ckpt_option,
     device_option,
-    interpreter,
     model_option,
-    passthrough,
     python_option,
     recipe_option,
     repeat_option,
+    run_options,
     runs_dir_option,
     timeout_option,
     workspace_option,
@@ -86,16 +85,9 @@ def run(
     if through is not None:
         loaded.stage(through)
     ws = path_for(loaded, workspace)
-    options = pipeline.RunOptions(
-        device=device,
-        model=model,
-        ckpt=ckpt,
-        extra_args=passthrough(ctx),
-        timeout=timeout,
-        repeat=repeat,
+    options = run_options(
+        ctx, device=device, model=model, ckpt=ckpt, timeout=timeout, repeat=repeat, python=python
     )
-    if python is not None:
-        options.python = interpreter(python)
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:
         result = pipeline.run(
