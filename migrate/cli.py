@@ -18,45 +18,113 @@ from migrate.errors import MigrateError
 
 COMPLETE_VAR = "_MIGRATE_COMPLETE"  # eval "$(_MIGRATE_COMPLETE=bash_source migrate)"
 
-# name -> "module:attribute"; the order is the order of `migrate --help`.
-COMMANDS: dict[str, str] = {
-    "init": "migrate.commands.init:init",
-    "recipes": "migrate.commands.recipes:recipes",
-    "stages": "migrate.commands.stages:stages",
-    "fetch": "migrate.commands.fetch:fetch",
-    "apply": "migrate.commands.apply:apply",
-    "revert": "migrate.commands.revert:revert",
-    "status": "migrate.commands.status:status",
-    "diff": "migrate.commands.diff:diff",
-    "refresh": "migrate.commands.refresh:refresh",
-    "log": "migrate.commands.log:log",
-    "scan": "migrate.commands.scan:scan",
-    "shim": "migrate.commands.shim:shim",
-    "smoke": "migrate.commands.smoke:smoke",
-    "compare": "migrate.commands.compare:compare",
-    "run": "migrate.commands.run:run",
-    "checkpoint": "migrate.commands.checkpoint:checkpoint",
-    "constraints": "migrate.commands.constraints:constraints",
-    "doctor": "migrate.commands.doctor:doctor",
+# name -> ("module:attribute", short help); the order is the order of `migrate --help`, which
+# lists the short help from here so that it imports no command module (tests check each one
+# against the command's own docstring). A new command is one line here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": (
+        "migrate.commands.init:init",
+        "Start porting a new CUDA PyTorch upstream: pin it, draft its `minimal` stage, "
+        "list the rest.",
+    ),
+    "recipes": (
+        "migrate.commands.recipes:recipes",
+        "List the recipes in recipes/ (use a name with --recipe).",
+    ),
+    "stages": (
+        "migrate.commands.stages:stages",
+        "List the recipe's stages in order, with what each patch changes.",
+    ),
+    "fetch": (
+        "migrate.commands.fetch:fetch",
+        "Clone the upstream at the recipe's pinned commit (sparse, verified).",
+    ),
+    "apply": (
+        "migrate.commands.apply:apply",
+        "Apply the stages after the last applied one, up to STAGE (default: all).",
+    ),
+    "revert": (
+        "migrate.commands.revert:revert",
+        "Go back to just after STAGE; `upstream` means the pinned commit.",
+    ),
+    "status": (
+        "migrate.commands.status:status",
+        "Show the recipe, pinned commit, applied stages, and edited or untracked files.",
+    ),
+    "diff": (
+        "migrate.commands.diff:diff",
+        "Show the stat and the patch from stage A to stage B (`upstream` = pinned commit).",
+    ),
+    "refresh": (
+        "migrate.commands.refresh:refresh",
+        "Write the workspace's changes since the previous stage into STAGE's patch file.",
+    ),
+    "log": (
+        "migrate.commands.log:log",
+        "Audit GPU Migration logs: what was migrated, where, and what has no Gaudi equivalent.",
+    ),
+    "scan": (
+        "migrate.commands.scan:scan",
+        "Static scan (Python ast) of PATH for CUDA-specific usage, per file and API.",
+    ),
+    "shim": (
+        "migrate.commands.shim:shim",
+        "Run a Python program with GPU Migration emulated, writing Habana's log format.",
+    ),
+    "smoke": (
+        "migrate.commands.smoke:smoke",
+        "Run the upstream's script at STAGE (default: where the workspace is) and measure it.",
+    ),
+    "compare": (
+        "migrate.commands.compare:compare",
+        "Compare the stages of RUN (a folder or run id; default: the latest run).",
+    ),
+    "run": (
+        "migrate.commands.run:run",
+        "Fetch the upstream, then apply and smoke every stage, then compare them.",
+    ),
+    "checkpoint": (
+        "migrate.commands.checkpoint:checkpoint",
+        "The model's released checkpoint (named in the recipe's [checkpoint] table).",
+    ),
+    "constraints": (
+        "migrate.commands.constraints:constraints",
+        "Print pip constraints: installed torch-family packages pinned, plus what fits that torch.",
+    ),
+    "doctor": (
+        "migrate.commands.doctor:doctor",
+        "Say whether this machine can run the job, part by part, with a fix for each gap.",
+    ),
 }
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use; `--help` imports none of them."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in COMMANDS if self._load(name) is not None]
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's own layout, from the table's short help instead of each imported command."""
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        # A bare Command shortens the text exactly as the real one would (click's own rule).
+        rows = [
+            (name, click.Command(name, help=text).get_short_help_str(limit))
+            for name, (_, text) in COMMANDS.items()
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     @staticmethod
     def _load(name: str) -> click.Command | None:
         """The command's object; a listed command whose module is missing is a bug: it raises."""
-        target = COMMANDS.get(name)
-        if target is None:
+        entry = COMMANDS.get(name)
+        if entry is None:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = entry[0].split(":")
         return getattr(importlib.import_module(module_name), attr)
 
 

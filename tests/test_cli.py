@@ -43,15 +43,23 @@ def test_debug_after_dashdash_belongs_to_the_script(tmp_path: Path) -> None:
 def test_a_listed_command_whose_module_is_missing_is_an_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(cli.COMMANDS, "ghost", "migrate.commands.ghost:ghost")
+    monkeypatch.setitem(cli.COMMANDS, "ghost", ("migrate.commands.ghost:ghost", "Boo."))
     with pytest.raises(ModuleNotFoundError, match="migrate.commands.ghost"):
-        cli.cli.list_commands(click.Context(cli.cli))
+        cli.cli.get_command(click.Context(cli.cli), "ghost")
 
 
 def test_every_listed_command_loads() -> None:
     ctx = click.Context(cli.cli)
     assert cli.cli.list_commands(ctx) == list(cli.COMMANDS)
     assert all(isinstance(cli.cli.get_command(ctx, n), click.Command) for n in cli.COMMANDS)
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_the_tables_short_help_is_the_commands_own(name: str) -> None:
+    """`migrate --help` lists the table's text without importing the command: it must agree."""
+    command = cli.cli.get_command(click.Context(cli.cli), name)
+    assert command is not None
+    assert cli.COMMANDS[name][1] == command.get_short_help_str(limit=10**6)
 
 
 def test_no_command_module_imports_another() -> None:

@@ -19,16 +19,22 @@ except SystemExit:
     pass
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"rich", "torch", "numpy", "PIL"})
 print("HEAVY", ",".join(heavy), file=sys.stderr)
+commands = sorted(m for m in sys.modules if m.startswith("migrate.commands."))
+print("COMMANDS", ",".join(commands), file=sys.stderr)
 """
 
 
-def heavy_imports(*args: str) -> str:
+def probe_line(tag: str, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=False
     )
-    line = [x for x in result.stderr.splitlines() if x.startswith("HEAVY")]
+    line = [x for x in result.stderr.splitlines() if x.startswith(tag + " ")]
     assert line, result.stderr
-    return line[-1].removeprefix("HEAVY").strip()
+    return line[-1].removeprefix(tag).strip()
+
+
+def heavy_imports(*args: str) -> str:
+    return probe_line("HEAVY", *args)
 
 
 @pytest.mark.parametrize(
@@ -39,10 +45,17 @@ def heavy_imports(*args: str) -> str:
         ["fetch", "--help"],
         ["constraints", "--help"],
         ["init", "--help"],
+        ["--help"],
     ],
 )
 def test_fetch_apply_import_no_rich_torch_or_numpy(args: list[str]) -> None:
     assert heavy_imports(*args) == ""
+
+
+@pytest.mark.parametrize("args", [["--help"], [], ["--version"]])
+def test_the_group_help_imports_no_command_module(args: list[str]) -> None:
+    """`migrate --help` lists every command from cli.COMMANDS, as light as `--version`."""
+    assert probe_line("COMMANDS", *args) == ""
 
 
 def test_version() -> None:
