@@ -537,8 +537,8 @@ def smoke(
     tell = _teller(progress)
     recipe.smoke_spec()  # a recipe that cannot smoke fails before anything moves
     ws = workspace.require(ws)
-    if stage is not None and stage != UPSTREAM:
-        recipe.stage(stage)  # unknown names fail here, before anything moves
+    if stage is not None:
+        recipe.check_point(stage)  # unknown names fail here, before anything moves
     run_dir = _run_folder(runs_dir, run_id, resume=False, reuse=True)
     offsets: list[Any] = []
     if stage is not None:

@@ -204,6 +204,20 @@ class Recipe:
         names = ", ".join(s.name for s in self.stages) or "none"
         raise RecipeError(f"{self.path}: no stage named '{name}' (stages: {names})")
 
+    def check_point(self, name: str) -> None:
+        """`name` is `upstream` or a stage: where diff, revert and smoke can go; else one line."""
+        if name != UPSTREAM and all(s.name != name for s in self.stages):
+            names = ", ".join([UPSTREAM, *(s.name for s in self.stages)])
+            raise RecipeError(f"{self.path}: no stage named '{name}' (valid: {names})")
+
+    def before(self, name: str) -> str:
+        """The stage before stage `name` in the stack, or `upstream` before the first one."""
+        self.check_point(name)
+        if name == UPSTREAM:
+            raise RecipeError(f"{self.path}: `{UPSTREAM}` is the pinned commit: no stage before it")
+        index = self.index(name)
+        return self.stages[index - 1].name if index else UPSTREAM
+
     def index(self, name: str) -> int:
         """Position of stage `name` in the stack (0-based)."""
         return self.stages.index(self.stage(name))

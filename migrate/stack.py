@@ -258,9 +258,9 @@ def _stale(recipe: Recipe, ws: Path, applied: list[str]) -> list[str]:
 
 def _commit_of(recipe: Recipe, ws: Path, name: str) -> str:
     """The commit for `upstream` or an applied stage's name."""
+    recipe.check_point(name)  # a clear error for a name the recipe does not have
     if name == UPSTREAM:
         return recipe.commit
-    recipe.stage(name)  # a clear error for a name the recipe does not have
     walk = _walk(recipe, ws)
     if name not in walk.applied:
         applied = ", ".join(walk.applied) or "none"

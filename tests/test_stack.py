@@ -296,6 +296,24 @@ def test_diff_between_stages_and_upstream(project: Project) -> None:
     assert "+LINE2" in whole.output and "+LINE8" in whole.output
 
 
+def test_diff_of_one_stage_is_against_the_stage_before_it(project: Project) -> None:
+    project.cli("apply")
+    assert project.cli("diff", "two").output == project.cli("diff", "one", "two").output
+    first = project.cli("diff", "one")
+    assert first.exit_code == 0
+    assert first.output == project.cli("diff", "upstream", "one").output
+    assert "+LINE2" in first.output
+    alone = project.cli("diff", "upstream")
+    assert alone.exit_code == 2 and "no stage before it" in alone.output
+
+
+def test_diff_of_an_unknown_stage_lists_upstream_among_the_valid_names(project: Project) -> None:
+    project.cli("apply")
+    result = project.cli("diff", "nope", "two")
+    assert result.exit_code == 2
+    assert "no stage named 'nope' (valid: upstream, one, two, three)" in result.output
+
+
 def test_stages_lists_patch_statistics(project: Project) -> None:
     result = project.cli("stages")
     assert result.exit_code == 0
