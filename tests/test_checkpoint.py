@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -259,3 +262,65 @@ def test_cli_says_restarted_and_unverified(server: Server, tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert "restarted from 0" in done.stderr and "resumed" not in done.stderr
     assert "no size or sha256 in the recipe" in done.stderr
+
+
+# ---------------------------------------------------------------- issue 25, item 3
+
+
+def _closed_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens: the connection is refused before any byte."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/model.ckpt"
+
+
+def test_an_unreachable_host_is_not_an_interruption(tmp_path: Path) -> None:
+    waits: list[float] = []
+    with pytest.raises(DownloadError) as info:
+        download(_closed_port_url(), tmp_path / "m.ckpt", retries=1, sleep=waits.append)
+    message = str(info.value)
+    assert "cannot reach 127.0.0.1" in message and "interrupted" not in message
+    assert "`--url URL`" in message and "`--ckpt PATH`" in message
+    assert not (tmp_path / "m.ckpt.part").exists() and waits == []
+
+
+def test_a_name_that_does_not_resolve_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def no_dns(request: urllib.request.Request, timeout: float) -> None:
+        calls.append(request.full_url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    url = "https://ommer-lab.example/model.ckpt"
+    with pytest.raises(DownloadError, match=r"cannot reach ommer-lab\.example \(\[Errno -2\]"):
+        download(url, tmp_path / "m.ckpt", retries=3)
+    assert calls == [url]
+
+
+def test_an_unreachable_host_with_a_partial_file_keeps_it(tmp_path: Path) -> None:
+    (tmp_path / "m.ckpt.part").write_bytes(DATA[:10])
+    with pytest.raises(DownloadError, match="keeps 10 bytes: run again to resume"):
+        download(_closed_port_url(), tmp_path / "m.ckpt", retries=0)
+    assert (tmp_path / "m.ckpt.part").read_bytes() == DATA[:10]
+
+
+def test_cli_unreachable_host_is_one_line(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipes" / "x.toml"
+    recipe.parent.mkdir()
+    recipe.write_text(
+        'upstream = "https://example.invalid/x.git"\n'
+        f'commit = "{"a" * 40}"\n'
+        f'[checkpoint]\nurl = "{_closed_port_url()}"\npath = "models/model.ckpt"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "migrate", "checkpoint", "download", "--retries", "0",
+         "--recipe", str(recipe), "--workspace", str(tmp_path / "ws")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"},
+    )  # fmt: skip
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr
+    assert "cannot reach 127.0.0.1" in errors[0] and "Traceback" not in done.stderr

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +51,14 @@ class Downloaded:
 
 class _Restart(Exception):
     """The partial file cannot be continued: drop it and start from 0 (carries why)."""
+
+
+class _Unreachable(OSError):
+    """No connection to the host at all (DNS, refused, no route): nothing was interrupted."""
+
+    def __init__(self, reason: object) -> None:
+        super().__init__(str(reason))
+        self.dns = isinstance(reason, socket.gaierror)  # a name that does not resolve: no retry
 
 
 def download(
@@ -100,6 +110,8 @@ def download(
             if http and exc.code not in RETRY_CODES:
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
             attempt += 1
+            if isinstance(exc, _Unreachable) and (exc.dns or attempt > retries):
+                raise DownloadError(_unreachable(url, exc, part)) from exc
             if attempt > retries:
                 have = part.stat().st_size if part.is_file() else 0
                 raise DownloadError(
@@ -127,6 +139,18 @@ def download(
         retries=attempt,
         restarted=restarted,
         verified=_checked(size, sha256, total),
+    )
+
+
+def _unreachable(url: str, exc: _Unreachable, part: Path) -> str:
+    """The host cannot be reached: say so, and the ways on (not "run again to resume")."""
+    host = urllib.parse.urlsplit(url).hostname or url
+    have = part.stat().st_size if part.is_file() else 0
+    kept = f" ({part} keeps {have} bytes: run again to resume once it answers)" if have else ""
+    return (
+        f"{url}: cannot reach {host} ({exc}){kept}; download from a mirror this machine can "
+        "reach with `--url URL`, or copy the checkpoint onto this machine and pass it to "
+        "`migrate run` or `migrate smoke` with `--ckpt PATH`"
     )
 
 
@@ -183,6 +207,8 @@ def _fetch(
                 f"({length} bytes): stale, restarted from 0"
             ) from None
         raise
+    except urllib.error.URLError as exc:  # no answer from the host at all
+        raise _Unreachable(exc.reason) from exc
     ignored = None
     with response:
         total: int | None = None
