@@ -7,12 +7,22 @@ apart), rather than click's in-process runner.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def sigint_at_default() -> None:
+    """`preexec_fn` for a child a test will interrupt: SIGINT back at its default.
+
+    A pytest started in the background (`nohup pytest &`, as CI wrappers do) runs with SIGINT
+    ignored, and an ignored signal stays ignored across exec: the child would never see it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def migrate(

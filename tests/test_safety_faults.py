@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from clirun import sigint_at_default
 from conftest import git
 from test_stack import FILES, ONE, TWO, Project, build_project
 
@@ -517,7 +518,7 @@ def _shim_with_sleeper(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "migrate", "shim", "-q", "--log-dir", str(tmp_path / "logs"),
          "--", sys.executable, str(program), str(pid_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_at_default,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while not pid_file.exists():

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from clirun import sigint_at_default
 from conftest import git
 from test_stack import FILES, ONE, THREE, TWO, Project, build_project
 
@@ -219,7 +220,12 @@ def _start(project: Project, *args: str, pause: float = 60.0) -> subprocess.Pope
         str(project.ws),
     ]
     return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_at_default,
     )
 
 
