@@ -248,3 +248,47 @@ def test_root_is_the_runs_workspace_else_the_git_work_tree(
     root, why = logreport.infer_root([str(loose)])
     assert root is not None and Path(root).resolve() == project.resolve()
     assert "git work tree" in why
+
+
+# ---------------------------------------------------------------- issue 25, item 4
+
+DEEP = "/home/someone/work/projects/porting/upstream/stable-diffusion"
+
+
+def _table_text(rendered: object, width: int = 160) -> str:
+    console = Console(record=True, width=width, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(rendered)
+    return console.export_text()
+
+
+def _deep_logs(tmp_path: Path) -> Path:
+    write(
+        tmp_path,
+        REC3.replace("scripts/txt2img.py", f"{DEEP}/scripts/txt2img.py")
+        + REC1.replace("train.py:12", f"{DEEP}/ldm/models/diffusion/ddim.py:12")
+        + REC2,
+        "logs/gpu_migration_1.log",
+    )
+    return tmp_path / "logs"
+
+
+def test_terminal_tables_show_paths_relative_to_the_root(tmp_path: Path) -> None:
+    text = _table_text(logreport.render_table(logreport.build(_deep_logs(tmp_path), root=DEEP)))
+    assert text.count(DEEP) == 1  # the "Project root:" line only
+    assert "scripts/txt2img.py:231" in text and "ldm/models/diffusion/ddim.py:12" in text
+    assert "<site-packages>/torch/distributed/c10d.py:700" in text
+
+
+def test_report_outside_a_run_or_checkout_takes_its_root_from_the_logs(tmp_path: Path) -> None:
+    logs = _deep_logs(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    git = subprocess.run(["git", "rev-parse"], cwd=outside, capture_output=True, check=False)
+    if git.returncode == 0:
+        pytest.skip(f"{outside} is inside a git work tree")
+    data = json.loads(migrate("log", "report", str(logs), "--format", "json", cwd=outside).stdout)
+    assert data["root"] == DEEP and "inferred" in data["root_source"]
+    assert data["by_origin"] == {"project": 2, "torch": 1}
+    table = migrate("log", "report", str(logs), cwd=outside, env={"COLUMNS": "80"}).stdout
+    assert f"Project root: {DEEP} (inferred" in " ".join(table.split())
+    assert "none (give --root)" not in table

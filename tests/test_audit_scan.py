@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from clirun import migrate
+from rich.console import Console
 from test_audit_parse import write
 
 from migrate.audit import report as logreport
@@ -193,6 +194,20 @@ def test_cli_scan_with_log(tmp_path: Path) -> None:
     page = migrate("scan", str(root), "--log", str(log), "--format", "html")
     assert page.returncode == 0 and page.stdout.startswith("<!DOCTYPE html>")
     assert "<h3>Never ran</h3>" in page.stdout and "</html>" in page.stdout
+
+
+def test_unexplained_sites_are_shown_relative_to_the_scanned_folder(tmp_path: Path) -> None:
+    """Absolute logged paths would fold character by character in an 80-column table."""
+    root = tree(tmp_path / "a" / "rather" / "long" / "folder" / "for" / "the" / "checkout")
+    log = write(tmp_path, log_for(root).replace("main.py:4", f"{root}/main.py:4"), "g.log")
+    result = scan(root)
+    result.coverage = coverage(result, logreport.build(log, root=root))
+    console = Console(record=True, width=160, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(render_table(result))
+    text = console.export_text()
+    unexplained = text[text.index("Runtime call sites no static site explains") :]
+    assert "main.py:4" in unexplained and str(root) not in unexplained
+    assert "<site-packages>/torch/nn/modules/module.py:900" in unexplained
 
 
 def test_logs_from_another_stage_are_matched_by_text_and_warned_about(tmp_path: Path) -> None:

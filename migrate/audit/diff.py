@@ -52,12 +52,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from migrate.audit.paths import relative, root_candidates
 from migrate.audit.report import Report, build
 from migrate.render import h, html_page, md_code, md_table
 
 DEFAULT_LABELS = ("before", "after")
-_SITE_PACKAGES = re.compile(r"^.*[/\\](?:site|dist)-packages[/\\]")
-_STDLIB = re.compile(r"^.*[/\\]lib[/\\]python\d+(?:\.\d+)?[/\\]")
 _TARGET = re.compile(r"^(?:hpu|cpu|cuda)_")
 
 SCHEMA = 1
@@ -214,55 +213,13 @@ def diff(
     )
 
 
-def external(path: str) -> str | None:
-    """An installed package's or the standard library's file, named the same on any machine."""
-    found = _SITE_PACKAGES.match(path)
-    if found:
-        return "<site-packages>/" + path[found.end() :].replace("\\", "/")
-    found = _STDLIB.match(path)
-    if found:
-        return "<stdlib>/" + path[found.end() :].replace("\\", "/")
-    return None
-
-
-def relative(path: str, root: str | None) -> str:
-    """`path` as compared across checkouts: under `root` relative to it, packages by name."""
-    outside = external(path)
-    if outside is not None:
-        return outside
-    text = path.replace("\\", "/")
-    if root is not None:
-        prefix = root.replace("\\", "/").rstrip("/") + "/"
-        if text.startswith(prefix):
-            return text[len(prefix) :]
-    while text.startswith("./"):
-        text = text[2:]
-    return text
-
-
-def _root_candidates(paths: Iterable[str], depth: int = 8) -> list[str | None]:
-    """The common folder of the program's absolute paths, then its ancestors (deepest first)."""
-    folders = [os.path.dirname(p) for p in paths if os.path.isabs(p) and external(p) is None]
-    if not folders:
-        return [None]
-    common = os.path.commonpath(folders)
-    found: list[str | None] = []
-    while len(found) < depth:
-        found.append(common)
-        parent = os.path.dirname(common)
-        if parent == common:
-            break
-        common = parent
-    return found
-
-
 def infer_roots(a_paths: Iterable[str], b_paths: Iterable[str]) -> tuple[str | None, str | None]:
     """The pair of roots under which the two sides name the most files alike (deepest wins)."""
     a_paths, b_paths = sorted(set(a_paths)), sorted(set(b_paths))
     best: tuple[int, str | None, str | None] | None = None
-    for ra in _root_candidates(a_paths):
+    for ra in root_candidates(a_paths):
         names_a = {relative(p, ra) for p in a_paths}
-        for rb in _root_candidates(b_paths):
+        for rb in root_candidates(b_paths):
             shared = len(names_a & {relative(p, rb) for p in b_paths})
             if best is None or shared > best[0]:
                 best = (shared, ra, rb)

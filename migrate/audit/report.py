@@ -37,6 +37,7 @@ Count objects are ordered by count (descending), then key, so the output is dete
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections import Counter
@@ -58,6 +59,7 @@ from migrate.audit.parse import (
     split_rest,
     tally_fields,
 )
+from migrate.audit.paths import relative, root_candidates
 from migrate.render import h, html_page, md_cell, md_code, md_table
 
 SCHEMA = 1
@@ -307,13 +309,26 @@ def infer_root(inputs: Iterable[str | Path]) -> tuple[str | None, str]:
     return None, ""
 
 
+LOG_PATHS_ROOT = "inferred: the common folder of the program's files in the logs"
+
+
+def root_from_paths(paths: Iterable[str]) -> str | None:
+    """The common folder of the logged program's files (as `log diff` infers it), not `/`."""
+    found = root_candidates(paths)[0]
+    return found if found and os.path.dirname(found) != found else None
+
+
 def build(
     inputs: str | Path | Iterable[str | Path],
     root: str | Path | None = None,
     on_bytes: Callable[[int], None] | None = None,
     root_source: str = "--root",
+    guess_root: bool = False,
 ) -> Report:
-    """Parse `inputs` (files, folders, .gz, "-") and aggregate them into a Report."""
+    """Parse `inputs` (files, folders, .gz, "-") and aggregate them into a Report.
+
+    `guess_root`: without a root, take the common folder of the logged program's files.
+    """
     names = [str(i) for i in ([inputs] if isinstance(inputs, str | Path) else inputs)]
     report = Report(
         inputs=names, root=str(root) if root is not None else None, root_source=root_source
@@ -337,6 +352,10 @@ def build(
         return is_mismatch(tag) or is_free_text(split_rest(rest)[1])
 
     tally = tally_fields(names, malformed, on_bytes=on_bytes, keep_rest=shown)
+    if root is None and guess_root:
+        root = root_from_paths({key[1] for key in tally})
+        if root is not None:
+            report.root, report.root_source = root, LOG_PATHS_ROOT
     for (source, path, line, tag, api), first in tally.items():
         args, replacement = split_rest(first.rest) if first.rest else ("", "")
         record = Record("", path, int(line), first.context, tag, api, args, replacement, source, 0)
@@ -391,11 +410,25 @@ def root_line(report: Report) -> str:
     return f"Project root: {report.root} ({report.root_source})."
 
 
+def _site_text(site: str, root: str | None) -> str:
+    """A "path:line" as the terminal shows it: relative to the project root (see `shown`)."""
+    path, sep, line = site.rpartition(":")
+    return relative(path, root) + sep + line if sep else relative(site, root)
+
+
 def render_table(report: Report, limit: int | None = 30) -> RenderableType:
-    """Rich tables for the terminal; the longest lists are cut to `limit` rows (None: all)."""
+    """Rich tables for the terminal; the longest lists are cut to `limit` rows (None: all).
+
+    Files are shown relative to the project root (packages as `<site-packages>/...`), as
+    `log diff` shows them: whole absolute paths fold character by character at 80 columns.
+    """
     empty = nothing_parsed(report)
     if empty:
         return Text(empty)
+
+    def shown(path: str) -> str:
+        return relative(path, report.root)
+
     parts: list[RenderableType] = []
     summary = Text.assemble(
         ("records ", "bold"),
@@ -416,13 +449,15 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
     parts.append(summary)
     parts.append(Text(root_line(report), style="dim"))
 
-    def counts(title: str, counter: Counter[str], label: str) -> Table:
+    def counts(
+        title: str, counter: Counter[str], label: str, name: Callable[[str], str] = str
+    ) -> Table:
         table = Table(title=title, title_justify="left")
         table.add_column(label, overflow="fold")
         table.add_column("count", justify="right", no_wrap=True)
         items = list(ordered_counts(counter).items())
         for key, n in items if limit is None else items[:limit]:
-            _row(table, key, str(n))
+            _row(table, name(key), str(n))
         if limit is not None and len(items) > limit:
             table.caption = f"{len(items) - limit} more (use --limit 0 or --format json)"
         return table
@@ -433,7 +468,7 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
     )
     parts.append(side)
     parts.append(counts("By API", report.by_api, "API"))
-    parts.append(counts("By file", report.by_file, "file"))
+    parts.append(counts("By file", report.by_file, "file", shown))
 
     sites = Table(title="Call sites (most records first)", title_justify="left")
     sites.add_column("file:line", overflow="fold", min_width=16)
@@ -444,7 +479,7 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
     for site in _top_sites(report, limit):
         _row(
             sites,
-            f"{site.path}:{site.line}",
+            f"{shown(site.path)}:{site.line}",
             site.origin,
             str(site.count),
             _apis_text(site),
@@ -467,7 +502,7 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
         for m in items:
             _row(
                 mis,
-                f"{m.path}:{m.line}",
+                f"{shown(m.path)}:{m.line}",
                 f"{m.api}({clip(m.args, 50)})",
                 clip(m.replacement, 40),
                 str(m.count),
@@ -485,7 +520,8 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
                 f.api,
                 f.replacement,
                 str(f.count),
-                ", ".join(f.sites[:3]) + (" …" if len(f.sites) > 3 else ""),
+                ", ".join(_site_text(x, report.root) for x in f.sites[:3])
+                + (" …" if len(f.sites) > 3 else ""),
             )
         parts.append(free)
     if report.malformed_total:

@@ -40,6 +40,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.audit.parse import Malformed
+from migrate.audit.paths import relative
 from migrate.audit.report import CallSite, Report, clip, ordered_counts
 from migrate.errors import BadInput
 from migrate.render import h, html_page, html_table, md_code, md_table
@@ -540,9 +541,11 @@ def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
             table.add_column("records", justify="right", no_wrap=True)
             table.add_column("API", overflow="fold")
             shown, table.caption = cut(cov.unexplained)
+            base = os.path.abspath(result.root)
+            base = base if os.path.isdir(base) else os.path.dirname(base)
             for site, in_tree in shown:
                 table.add_row(
-                    escape(f"{site.path}:{site.line}"),
+                    escape(f"{relative(site.path, base)}:{site.line}"),
                     "in tree" if in_tree else site.origin,
                     str(site.count),
                     escape(", ".join(site.apis)),

@@ -27,8 +27,8 @@ def log() -> None:
     default=None,
     help="The project's folder (e.g. the workspace): absolute paths under it count as "
     "'project' code; site-packages paths count as torch or third_party [default: the "
-    "workspace of the run the logs are in, else the current git work tree; the report says "
-    "which].",
+    "workspace of the run the logs are in, else the current git work tree, else the common "
+    "folder of the program's files in the logs; the report says which].",
 )
 @format_option()
 @out_option
@@ -53,7 +53,9 @@ def report(
     if root is None:
         root, root_source = lib.infer_root(inputs)
     with byte_progress(input_bytes(inputs), "parsing") as on_bytes:
-        result = lib.build(list(inputs), root=root, on_bytes=on_bytes, root_source=root_source)
+        result = lib.build(
+            list(inputs), root=root, on_bytes=on_bytes, root_source=root_source, guess_root=True
+        )
     rows = None if limit == 0 else limit
     rendered = render(
         fmt,
