@@ -24,10 +24,19 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.errors import BadInput
-from migrate.render import h, html_page, html_table, md_cell, md_table
+from migrate.render import h, html_inline, html_page, html_table, md_cell, md_table
 from migrate.render import render as render_as
 from migrate.smoke.metrics import ROUND_PREFIX, StageMetrics, load_metrics
-from migrate.stats import MIN_ROUNDS, THRESHOLD, Ratio, Summary, paired_ratio, summarize
+from migrate.stats import (
+    INCONCLUSIVE,
+    MIN_ROUNDS,
+    NOISE_FACTOR,
+    THRESHOLD,
+    Ratio,
+    Summary,
+    paired_ratio,
+    summarize,
+)
 
 
 @dataclass
@@ -270,7 +279,8 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-_MARK = {"same": "≈", "faster": "▲", "slower": "▼", "unknown": "?"}
+_MARK = {"same": "≈", "faster": "▲", "slower": "▼", "unknown": "?", INCONCLUSIVE: "?"}
+NOISY = "inconclusive (too noisy)"  # the cell; the ratio and interval go to a note and JSON
 
 
 def _steady(summary: Summary | None) -> str:
@@ -284,7 +294,34 @@ def _vs(r: Ratio | None) -> str:
     """A speed-up as its verdict first, then the ratio and its 95% interval."""
     if r is None:
         return "-"
+    if r.verdict == INCONCLUSIVE:
+        return f"{_MARK[r.verdict]} {NOISY}"
     return f"{_MARK[r.verdict]} {r.verdict} {r.ratio:.2f}x [{r.ci_low:.2f}–{r.ci_high:.2f}]"
+
+
+def _noisy_notes(report: RunReport) -> list[str]:
+    """Footnotes for the `inconclusive` cells: the ratio and interval the cell leaves out."""
+    lines = []
+    for s in report.stages:
+        for label, r in (("vs prev", s.vs_prev), ("vs first", s.vs_first)):
+            if r is not None and r.verdict == INCONCLUSIVE:
+                lines.append(
+                    f"{s.name} {label}: {NOISY}: {r.ratio:.2f}x, 95% interval "
+                    f"[{r.ci_low:.2f}–{r.ci_high:.2f}] over {r.rounds} rounds."
+                )
+    return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _status(m: StageMetrics) -> str:
+    """`ok`, or FAILED with the first line of why (the notes add where the full log is)."""
+    if m.ok:
+        return m.status
+    first = (m.reason or "").strip().splitlines()[:1]
+    return f"FAILED: {first[0]}" if first else "FAILED"
 
 
 def _mb(m: StageMetrics) -> str:
@@ -341,7 +378,7 @@ def _patch(m: StageMetrics) -> str:
     p = m.patch
     if p.files is None:
         return "-"
-    return f"{p.files} files, {p.hunks} hunks, +{p.added}/-{p.removed}"
+    return f"{_plural(p.files, 'file')}, {_plural(p.hunks, 'hunk')}, +{p.added}/-{p.removed}"
 
 
 HEADERS = [
@@ -374,7 +411,7 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 m.stage,
                 _patch(m),
                 str(len(m.patch.offsets)) if m.patch.files is not None else "-",
-                m.status if m.ok else "FAILED",
+                _status(m),
                 f"{sum(r.ok for r in s.rounds)}/{len(s.rounds)}",
                 _device(m),
                 _model(m),
@@ -452,7 +489,8 @@ LEGEND = [
     "round, with a 95% interval (bootstrap, widened to Student's t over rounds). "
     "≈ same: the interval contains 1 or the change is "
     f"under {THRESHOLD:.0%}; ▲ faster / ▼ slower otherwise; ? unknown: fewer than "
-    f"{MIN_ROUNDS} rounds.",
+    f"{MIN_ROUNDS} rounds; ? {NOISY}: the interval contains 1 but reaches below "
+    f"{1 / NOISE_FACTOR:.2f}x or above {NOISE_FACTOR:.0f}x (its values are in the notes).",
     "Device: where the script ran. 'GPU Migration emulated': no Gaudi; migrate's emulator of "
     "GPU Migration (`migrate shim`) redirected the script's CUDA calls to this device.",
 ]
@@ -480,11 +518,11 @@ def notes(report: RunReport, *, failures: bool = True) -> list[str]:
             "One round per stage: speed-ups have no verdict; use --repeat 3 to tell a real "
             "change from a noisy machine."
         )
+    lines += _noisy_notes(report)
     for s in report.stages if failures else []:
         if not s.metrics.ok:
-            lines.append(
-                f"Stage {s.name} failed: {s.metrics.reason} "
-                f"(full log: {report.run_dir / s.name / s.metrics.stderr})"
+            lines.append(  # why is in its Status cell: a failure is reported once
+                f"Stage {s.name} failed (full log: {report.run_dir / s.name / s.metrics.stderr})."
             )
     return lines
 
@@ -566,6 +604,7 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
         data: dict[str, Any] = {
             "name": s.name,
             "status": s.metrics.status,
+            "reason": s.metrics.reason,
             "rounds": len(s.rounds),
             "rounds_ok": sum(m.ok for m in s.rounds),
             "first_batch": _first_batch_json(s),
@@ -679,8 +718,8 @@ def render_html(report: RunReport, against: RunReport | None = None) -> str:
         f"<p>Recipe {h(str(report.run.get('recipe', '?')))} at "
         f"{h(str(report.run.get('commit', ''))[:12])}</p>",
         table,
-        "<ul class=muted>" + "".join(f"<li>{h(n)}</li>" for n in LEGEND) + "</ul>",
-        "".join(f"<p><b>{h(n)}</b></p>" for n in notes(report)),
+        "<ul class=muted>" + "".join(f"<li>{html_inline(n)}</li>" for n in LEGEND) + "</ul>",
+        "".join(f"<p><b>{html_inline(n)}</b></p>" for n in notes(report)),
         "<h2>Sample grids</h2>",
         figures(report),
     ]

@@ -104,6 +104,14 @@ def h(text: str | None) -> str:
     return html.escape(text or "", quote=True)
 
 
+def html_inline(text: str) -> str:
+    """Escaped text whose Markdown code spans (`x`) become <code>: notes written for both."""
+    parts = h(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: leave it as it is
+        return h(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def html_table(
     headers: Sequence[str],
     rows: Sequence[Sequence[str]],

@@ -12,7 +12,9 @@ the few values it has and is far too narrow, which is how a busy minute became a
 
 The verdict is `same` when the interval contains 1 or the change is under `THRESHOLD`;
 otherwise `faster` or `slower`; `unknown` with fewer than `MIN_ROUNDS` rounds, since one
-process's batches cannot show a slow minute that hit only that stage. The bootstrap is
+process's batches cannot show a slow minute that hit only that stage; `inconclusive` when the
+interval contains 1 but reaches past `NOISE_FACTOR` either way (0.32x [0.00-154.40] is not
+"same": it says nothing). The bootstrap is
 seeded: the same data give the same report.
 """
 
@@ -30,7 +32,9 @@ RESAMPLES = 2000
 SEED = 12345
 
 MIN_ROUNDS = 2  # with one round, batch noise is all we see: no verdict
+NOISE_FACTOR = 2.0  # an interval around 1 reaching below 1/2x or above 2x says nothing
 FASTER, SLOWER, SAME, UNKNOWN = "faster", "slower", "same", "unknown"
+INCONCLUSIVE = "inconclusive"
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,13 @@ def summarize(values: Sequence[float]) -> Summary | None:
 
 
 def verdict(ratio: float, ci_low: float, ci_high: float, threshold: float = THRESHOLD) -> str:
-    """`same` when the interval contains 1 or the change is under the threshold."""
+    """`same` when the interval contains 1 or the change is under the threshold.
+
+    An interval that contains 1 and also reaches below 1/NOISE_FACTOR or above NOISE_FACTOR is
+    `inconclusive`: too noisy to call the stages the same.
+    """
+    if ci_low <= 1.0 <= ci_high and (ci_low < 1 / NOISE_FACTOR or ci_high > NOISE_FACTOR):
+        return INCONCLUSIVE
     if ci_low <= 1.0 <= ci_high or abs(ratio - 1.0) < threshold:
         return SAME
     return FASTER if ratio > 1.0 else SLOWER

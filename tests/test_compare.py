@@ -190,7 +190,7 @@ def test_two_runs_and_formats(run: Path, tmp_path: Path) -> None:
     assert rows["hpu_graph"].b is None
 
     md = compare.render(a, "md", b)
-    assert "| minimal |" in md and "identical" in md and "| FAILED |" in md
+    assert "| minimal |" in md and "identical" in md and "| FAILED: exit code 1: boom |" in md
     assert md.count("exit code 1: boom") == 1  # a failure is reported once
     assert "(A) vs `r2` (B)" in md and "Weights are random" in md
     data = json.loads(compare.render(a, "json", b))
@@ -214,3 +214,25 @@ def test_bad_run_folders(tmp_path: Path) -> None:
     (tmp_path / "empty" / "run.json").write_text("{not json")
     with pytest.raises(BadInput, match="run.json: not valid JSON"):
         compare.load_run(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------- issue 25, items 2 and 6
+
+
+def test_a_failed_stage_shows_why_in_every_format(run: Path) -> None:
+    report = compare.load_run(run)
+    headers, rows = compare.table_rows(report)
+    status = rows[2][headers.index("Status")]
+    assert status == "FAILED: exit code 1: boom"
+    for fmt in ("md", "html", "table"):
+        text = compare.render(report, fmt)
+        assert "FAILED: exit code 1: boom" in text, fmt
+    data = compare.to_json(report)
+    assert data["stages"][2]["reason"] == "exit code 1: boom"
+
+
+def test_html_notes_show_code_not_backticks_and_counts_agree(run: Path) -> None:
+    page = compare.render(compare.load_run(run), "html")
+    assert "`" not in page
+    assert "<code>--repeat N</code>" in page
+    assert "1 file, 2 hunks" in page and "1 files" not in page

@@ -25,6 +25,10 @@ def test_verdict_rules() -> None:
     assert verdict(0.6, 0.5, 0.7) == "slower"
     assert verdict(1.5, 0.9, 2.0) == "same"  # the interval contains 1
     assert verdict(1.03, 1.01, 1.05) == "same"  # under the 5% threshold
+    assert verdict(0.32, 0.001, 154.4) == "inconclusive"  # contains 1, and 0.5x and 2x too
+    assert verdict(1.2, 0.45, 1.6) == "inconclusive"  # reaches below half
+    assert verdict(1.5, 0.9, 2.0) == "same"  # within a factor of 2 either way
+    assert verdict(5.0, 2.1, 12.0) == "faster"  # wide, but excludes 1: still a verdict
 
 
 def noisy(rng: random.Random, center: float, n: int = 4) -> list[float]:
@@ -41,13 +45,14 @@ def test_a_slow_round_that_hits_both_stages_is_not_a_change() -> None:
     assert r.ci_low <= 1.0 <= r.ci_high
 
 
-def test_a_neighbour_starting_mid_round_gives_same_not_a_speed_up() -> None:
-    """Round 2: the neighbour started between the two stages; rounds disagree -> same."""
+def test_a_neighbour_starting_mid_round_gives_no_speed_up() -> None:
+    """Round 2: the neighbour started between the two stages; rounds disagree so much that
+    the interval reaches past 0.5x and 2x: inconclusive, neither a speed-up nor `same`."""
     rng = random.Random(2)
     before = [noisy(rng, 0.1), noisy(rng, 0.1), noisy(rng, 0.3)]
     after = [noisy(rng, 0.1), noisy(rng, 0.3), noisy(rng, 0.3)]
     r = paired_ratio(before, after)
-    assert r is not None and r.verdict == "same"
+    assert r is not None and r.verdict == "inconclusive"
 
 
 def test_a_real_two_fold_speed_up_is_faster() -> None:
@@ -110,4 +115,27 @@ def test_three_disagreeing_rounds_are_not_a_verdict() -> None:
     after = [[17.9, 18.0], [8.8, 8.7], [9.1, 9.0]]
     r = paired_ratio(before, after)
     assert r is not None and r.ratio < 0.7
-    assert r.verdict == "same" and r.ci_low < 0.3 and r.ci_high > 1.0
+    assert r.verdict == "inconclusive" and r.ci_low < 0.3 and r.ci_high > 1.0
+
+
+def test_a_too_noisy_speed_up_reads_inconclusive_in_every_format(tmp_path: Path) -> None:
+    """Issue 25: "≈ same 0.32x [0.00–154.40]" read as "same" and "3x slower" at once."""
+    run = tmp_path / "r"
+    for k, (a, b) in enumerate([(1.0, 1.3), (1.0, 5.0), (1.0, 0.9)], 1):
+        for stage, speed in (("a", a), ("b", b)):
+            folder = run / stage if k == 1 else run / stage / f"round-{k}"
+            write_round(folder, stage, [0.5, 0.1 * speed, 0.1 * speed], 1.0)
+    (run / "run.json").write_text(json.dumps({"order": ["a", "b"]}))
+    report = compare.load_run(run)
+    ratio = report.stages[1].vs_prev
+    assert ratio is not None and ratio.verdict == "inconclusive"
+    interval = f"[{ratio.ci_low:.2f}–{ratio.ci_high:.2f}]"
+    data = compare.to_json(report)
+    assert data["stages"][1]["vs_prev"]["ci_high"] == ratio.ci_high  # kept in JSON
+    assert any(interval in n and n.startswith("b vs prev") for n in data["notes"])
+    _, rows = compare.table_rows(report)
+    assert rows[1][10] == "? inconclusive (too noisy)"
+    for fmt in ("md", "html", "table"):
+        text = compare.render(report, fmt)
+        assert "inconclusive (too noisy)" in text and interval in text, fmt
+        assert f"same {ratio.ratio:.2f}x" not in text, fmt
