@@ -351,3 +351,59 @@ def test_exit_0_with_the_sd_extra(tmp_path: Path) -> None:
     done = _doctor(pythonpath=[ROOT], tmp_path=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "can run" in done.stdout.splitlines()[-1]
+
+
+# ---------------------------------------------------------------- issue 25, item 1
+
+
+def cuda_torch_facts(gpu: bool | None) -> dict[str, Any]:
+    facts = facts_for(torch="2.14.1+cu130")
+    facts["torch"]["cuda_build"] = "13.0"
+    facts["torch"]["cuda_packages"] = ok({"names": ["nvidia-a", "triton"], "bytes": 4_300_000_000})
+    if gpu is not None:
+        facts["nvidia_gpu"] = gpu
+    return facts
+
+
+def test_a_cuda_torch_on_a_machine_without_a_gpu_says_what_a_cpu_build_saves() -> None:
+    line = by_name(evaluate(cuda_torch_facts(gpu=False)))["torch"]
+    assert line.status == "warning"
+    assert "without an NVIDIA GPU" in line.summary and "2 nvidia-*/triton packages" in line.summary
+    assert "(4.3 GB here)" in line.summary
+    assert line.fix is not None and "--index-url https://download.pytorch.org/whl/cpu" in line.fix
+    assert by_name(evaluate(cuda_torch_facts(gpu=True)))["torch"].status == "ok"
+    assert by_name(evaluate(cuda_torch_facts(gpu=None)))["torch"].status == "ok"  # not known
+
+
+def test_a_cpu_torch_beside_pypis_torchvision_gets_the_cpu_torchvision() -> None:
+    """The README's install line is what caused it: the fix is the matching CPU build."""
+    facts = facts_for(torch="2.13.0+cpu", torchvision="0.28.0")
+    facts["imports"]["torchvision"] = err("RuntimeError: operator torchvision::nms does not exist")
+    line = by_name(evaluate(facts))["torchvision"]
+    assert line.status == "missing"
+    assert line.fix == (
+        "python -m pip install --force-reinstall --no-deps 'torchvision==0.28.*' "
+        "--index-url https://download.pytorch.org/whl/cpu"
+    )
+    assert checks.SD_INSTALL not in line.fix
+
+
+def test_no_torch_and_no_gpu_gets_the_cpu_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    facts = facts_for()
+    facts["torch"] = {"import": err("ModuleNotFoundError: No module named 'torch'")}
+    facts["nvidia_gpu"] = False
+    monkeypatch.setattr(checks, "pypi_torch_is_cuda", lambda: True)
+    line = by_name(evaluate(facts))["torch"]
+    assert line.fix is not None and line.fix.startswith(checks.CPU_TORCH_INSTALL)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed here")
+def test_the_probe_measures_a_cuda_torchs_packages() -> None:
+    import torch
+
+    if not torch.version.cuda:
+        pytest.skip("this torch is a CPU build: no nvidia-* packages to measure")
+    facts = doctor.run_probe(sys.executable, sections=["torch"])
+    found = facts["torch"]["cuda_packages"]
+    assert found["ok"] and found["value"]["bytes"] > 0
+    assert all(n.startswith("nvidia-") or n == "triton" for n in found["value"]["names"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.env import compat
+from migrate.env import compat, constraints, machine
 from migrate.env.constraints import lines_for, render, text_for
 from migrate.errors import BadInput
 
@@ -115,15 +115,20 @@ def test_module_runs_with_the_standard_library_only(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert out.read_text().startswith("# pip constraints from what")
+    lines = out.read_text().splitlines()
+    hinted = machine.pypi_torch_is_cuda() and not machine.nvidia_gpu()  # -S: no torch seen
+    assert lines[0].startswith("# note: no torch is installed") == hinted
+    assert lines[int(hinted)].startswith("# pip constraints from what")
+    assert ("note: no torch is installed" in result.stderr) == hinted
 
 
 def test_another_interpreter_is_asked_in_its_own_process(tmp_path: Path) -> None:
     """--python names an interpreter without migrate installed: the module runs there anyway."""
     other = tmp_path / "python3"
     other.symlink_to(sys.executable)
-    text = text_for(str(other))
-    assert text.startswith(f"# pip constraints from what {other} has installed")
+    lines = text_for(str(other)).splitlines()
+    header = lines[1] if lines[0].startswith(constraints.NOTE) else lines[0]  # the CPU hint
+    assert header.startswith(f"# pip constraints from what {other} has installed")
 
 
 def test_an_interpreter_that_does_not_exist_is_bad_input(tmp_path: Path) -> None:
@@ -142,3 +147,47 @@ def test_cli_writes_the_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     expected = render(lines_for(compat.installed()), sys.executable)
     assert out.read_text() == expected
+
+
+# ---------------------------------------------------------------- issue 25, item 1
+
+
+def test_the_cpu_hint_only_without_torch_without_a_gpu_where_pypi_is_cuda() -> None:
+    hint = machine.cpu_torch_hint({}, cuda_wheel=True, gpu=False)
+    assert hint is not None and machine.CPU_TORCH_INSTALL in hint and "CUDA build" in hint
+    assert machine.cpu_torch_hint({"torch": "2.13.0+cpu"}, cuda_wheel=True, gpu=False) is None
+    assert machine.cpu_torch_hint({}, cuda_wheel=True, gpu=True) is None
+    assert machine.cpu_torch_hint({}, cuda_wheel=False, gpu=False) is None  # macOS, aarch64
+    assert machine.pypi_torch_is_cuda("linux", "x86_64")
+    assert not machine.pypi_torch_is_cuda("darwin", "x86_64")
+    assert not machine.pypi_torch_is_cuda("linux", "aarch64")
+
+
+def test_an_nvidia_gpu_is_seen_by_its_driver_or_device(tmp_path: Path) -> None:
+    proc, dev = tmp_path / "gpus", tmp_path / "dev"
+    dev.mkdir()
+    (dev / "nvidiactl").touch()  # the control device alone is no GPU
+    assert not machine.nvidia_gpu(proc, dev)
+    (dev / "nvidia0").touch()
+    assert machine.nvidia_gpu(proc, dev)
+    (proc / "0000:01:00.0").mkdir(parents=True)
+    assert machine.nvidia_gpu(proc, tmp_path / "none")
+
+
+def test_the_cpu_hint_is_the_first_line_and_said_with_o(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(compat, "installed", dict)  # nothing installed
+    monkeypatch.setattr(machine, "pypi_torch_is_cuda", lambda: True)
+    monkeypatch.setattr(machine, "nvidia_gpu", lambda: False)
+    assert constraints.main([]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("# note: no torch is installed and this machine has no NVIDIA GPU")
+    assert first.endswith(machine.CPU_TORCH_INSTALL)
+    out = tmp_path / "c.txt"
+    assert constraints.main(["-o", str(out)]) == 0
+    assert capsys.readouterr().err.startswith("note: no torch is installed")
+    assert out.read_text().splitlines()[0] == first
+    monkeypatch.setattr(machine, "nvidia_gpu", lambda: True)
+    constraints.main([])
+    assert "note:" not in capsys.readouterr().out

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from migrate.commands.options import interpreter, python_option
-from migrate.env.constraints import text_for
+from migrate.env.constraints import notes, text_for
 
 
 @click.command()
@@ -32,5 +32,7 @@ def constraints(python: str | None, output: str | None) -> None:
     text = text_for(interpreter(python))
     if output:
         Path(output).write_text(text, encoding="utf-8")
+        for line in notes(text):
+            click.echo(f"note: {line}", err=True)
     else:
         click.echo(text, nl=False)

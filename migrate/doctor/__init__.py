@@ -139,8 +139,10 @@ def diagnose(
 ) -> Diagnosis:
     """Check everything `migrate run` and its optional parts need, for `python`."""
     from migrate.doctor import checks
+    from migrate.env import machine
 
     facts = run_probe(python, env)
+    facts["nvidia_gpu"] = machine.nvidia_gpu()  # the machine's, read here (same machine)
     where, free = free_bytes(checkpoint_path)
     lines = checks.evaluate(
         facts,

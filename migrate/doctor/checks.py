@@ -14,6 +14,8 @@ from typing import Any
 
 from migrate.doctor import CHECKPOINT, CUDA, GAUDI, MAIN, MISSING, OK, WARNING, Check
 from migrate.doctor.compat import Conflict, conflicts, release
+from migrate.env.compat import TORCHVISION_FOR_TORCH
+from migrate.env.machine import CPU_INDEX, CPU_TORCH_INSTALL, pypi_torch_is_cuda
 
 MIN_PYTHON = (3, 10)
 MIN_GIT = (2, 35)
@@ -106,15 +108,46 @@ def torch_build(facts: Mapping[str, Any]) -> str:
 def torch_check(facts: Mapping[str, Any]) -> Check:
     result = facts.get("torch", {}).get("import")
     if _ok(result):
-        return Check("torch", MAIN, OK, f"torch {result['value']} ({torch_build(facts)})")
-    return Check(
-        "torch",
-        MAIN,
-        MISSING,
-        f"torch does not import: {_err(result)}",
+        summary = f"torch {result['value']} ({torch_build(facts)})"
+        if torch_build(facts).startswith("CUDA") and facts.get("nvidia_gpu") is False:
+            return Check("torch", MAIN, WARNING, *_cuda_build_without_gpu(facts, summary))
+        return Check("torch", MAIN, OK, summary)
+    fix = (
         "python -m pip install torch (on a CPU-only machine the CPU build, README Install; "
-        "on a Gaudi keep the image's)",
+        "on a Gaudi keep the image's)"
     )
+    if facts.get("nvidia_gpu") is False and pypi_torch_is_cuda():
+        fix = f"{CPU_TORCH_INSTALL} (no NVIDIA GPU here: PyPI's torch is the CUDA build)"
+    return Check("torch", MAIN, MISSING, f"torch does not import: {_err(result)}", fix)
+
+
+def _cuda_build_without_gpu(facts: Mapping[str, Any], summary: str) -> tuple[str, str]:
+    """A CUDA torch on a machine with no NVIDIA GPU: runs use the CPU; what a CPU build saves."""
+    found = facts.get("torch", {}).get("cuda_packages")
+    saves = ""
+    if _ok(found) and found["value"]["names"]:
+        count, size = len(found["value"]["names"]), found["value"]["bytes"]
+        saves = f"; a CPU build leaves out its {count} nvidia-*/triton packages ({_gb(size)} here)"
+    return (
+        f"{summary} on a machine without an NVIDIA GPU: runs use the CPU{saves}",
+        f"in a fresh venv: {CPU_TORCH_INSTALL}, then {SD_INSTALL}",
+    )
+
+
+def _cpu_torchvision_fix(facts: Mapping[str, Any]) -> str | None:
+    """PyPI's torchvision (built for PyPI's CUDA torch) beside a CPU torch: its ops do not load.
+
+    The fix is the matching torchvision from PyTorch's CPU index, not the install line again.
+    """
+    error = _err(facts.get("imports", {}).get("torchvision"))
+    torch = (facts.get("distributions") or {}).get("torch")
+    if "torchvision::nms does not exist" not in error or not torch:
+        return None
+    if torch_build(facts) != "CPU build":
+        return None
+    partner = TORCHVISION_FOR_TORCH.get(release(torch)[:2])
+    spec = f"torchvision=={partner}.*" if partner else "torchvision"
+    return f"python -m pip install --force-reinstall --no-deps '{spec}' --index-url {CPU_INDEX}"
 
 
 def numpy_check(facts: Mapping[str, Any], conflict: Conflict | None) -> Check:
@@ -153,9 +186,13 @@ def torchvision_check(facts: Mapping[str, Any], conflict: Conflict | None) -> Ch
             )
         return Check("torchvision", MAIN, OK, f"torchvision {result['value']}")
     summary = f"torchvision does not import: {_err(result)}"
+    cpu_fix = _cpu_torchvision_fix(facts)
+    if cpu_fix is not None:
+        summary += " (a torchvision built for the CUDA torch, beside this CPU torch)"
     if conflict is not None:
         summary = f"{summary}; {conflict.reason}"
-    return Check("torchvision", MAIN, MISSING, summary, conflict.fix if conflict else SD_INSTALL)
+    fix = cpu_fix or (conflict.fix if conflict else SD_INSTALL)
+    return Check("torchvision", MAIN, MISSING, summary, fix)
 
 
 def imports_checks(facts: Mapping[str, Any]) -> list[Check]:

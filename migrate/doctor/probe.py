@@ -77,6 +77,25 @@ def distributions() -> dict[str, str | None]:
     return found
 
 
+def cuda_packages() -> dict[str, Any]:
+    """The nvidia-* and triton distributions a CUDA torch brings, and their size on disk."""
+    from importlib import metadata
+
+    names: set[str] = set()
+    size = 0
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if not (name.startswith("nvidia-") or name == "triton"):
+            continue
+        names.add(name)
+        for file in dist.files or []:
+            try:
+                size += os.path.getsize(str(file.locate()))
+            except OSError:
+                pass
+    return {"names": sorted(names), "bytes": size}
+
+
 def probe_torch() -> dict[str, Any]:
     facts: dict[str, Any] = {
         "import": _attempt(lambda: importlib.import_module("torch").__version__)
@@ -87,6 +106,8 @@ def probe_torch() -> dict[str, Any]:
 
     facts["cuda_build"] = getattr(torch.version, "cuda", None)
     facts["hip_build"] = getattr(torch.version, "hip", None)
+    if facts["cuda_build"]:
+        facts["cuda_packages"] = _attempt(cuda_packages)
 
     def numpy_bridge() -> str:
         # What torch 2.0.1 beside numpy 2 fails on ("Numpy is not available"), and what the

@@ -26,8 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrate.env import compat
+from migrate.env import compat, machine
 from migrate.errors import BadInput, MigrateError
+
+NOTE = "# note: "  # a line the user must see before installing (also printed with -o)
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,13 @@ def lines_for(versions: Mapping[str, str]) -> list[Line]:
     return out
 
 
-def render(lines: list[Line], python: str) -> str:
-    """The constraints file's text: a header saying where it came from, then one line each."""
-    text = [
+def render(lines: list[Line], python: str, hint: str | None = None) -> str:
+    """The constraints file's text: a header saying where it came from, then one line each.
+
+    `hint` (the CPU-torch hint) comes first, as a `# note: ` line: what the user sees first.
+    """
+    text = [NOTE + hint] if hint else []
+    text += [
         f"# pip constraints from what {python} has installed (python -m migrate.env.constraints).",
         "# Use: python -m pip install -c THIS_FILE -e '.[sd]'   (same interpreter)",
     ]
@@ -79,7 +85,11 @@ def text_for(python: str | None = None) -> str:
     migrate need not be installed there: e.g. pipx's migrate and the Gaudi image's python3.
     """
     if python is None or Path(python).absolute() == Path(sys.executable).absolute():
-        return render(lines_for(compat.installed()), sys.executable)
+        versions = compat.installed()
+        hint = machine.cpu_torch_hint(
+            versions, cuda_wheel=machine.pypi_torch_is_cuda(), gpu=machine.nvidia_gpu()
+        )
+        return render(lines_for(versions), sys.executable, hint)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -100,6 +110,11 @@ def text_for(python: str | None = None) -> str:
     return result.stdout
 
 
+def notes(text: str) -> list[str]:
+    """The `# note: ` lines of a constraints text, for a command that wrote it to a file."""
+    return [line[len(NOTE) :] for line in text.splitlines() if line.startswith(NOTE)]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print (or write with -o) the constraints for this interpreter's installed packages."""
     parser = argparse.ArgumentParser(
@@ -110,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     text = text_for()
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
+        for line in notes(text):
+            print(f"note: {line}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
