@@ -118,7 +118,8 @@ def test_run_writes_reports_md_json_and_self_contained_html(toy: dict[str, Path]
         assert s["latency"]["n"] == 2 * 2  # two steady batches per round
     assert [s["vs_prev"]["verdict"] for s in report["stages"][1:]] != []
     assert all(
-        s["vs_prev"]["verdict"] in ("same", "faster", "slower") for s in report["stages"][1:]
+        s["vs_prev"]["verdict"] in ("same", "faster", "slower", "inconclusive")
+        for s in report["stages"][1:]
     )
     html = (toy["run"] / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(STAGES)
