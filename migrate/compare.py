@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.errors import BadInput
-from migrate.render import h, html_inline, html_page, html_table, md_cell, md_table
+from migrate.render import h, html_inline, html_page, html_table, md_cell, md_table, plural
 from migrate.render import render as render_as
 from migrate.smoke.metrics import ROUND_PREFIX, StageMetrics, load_metrics
 from migrate.stats import (
@@ -312,10 +312,6 @@ def _noisy_notes(report: RunReport) -> list[str]:
     return lines
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def _status(m: StageMetrics) -> str:
     """`ok`, or FAILED with the first line of why (the notes add where the full log is)."""
     if m.ok:
@@ -378,7 +374,7 @@ def _patch(m: StageMetrics) -> str:
     p = m.patch
     if p.files is None:
         return "-"
-    return f"{_plural(p.files, 'file')}, {_plural(p.hunks, 'hunk')}, +{p.added}/-{p.removed}"
+    return f"{plural(p.files, 'file')}, {plural(p.hunks, 'hunk')}, +{p.added}/-{p.removed}"
 
 
 HEADERS = [

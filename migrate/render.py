@@ -21,6 +21,11 @@ if TYPE_CHECKING:  # rich only for type hints: importing it costs every command 
 FORMATS = ("table", "json", "md", "html")
 
 
+def plural(n: int, word: str) -> str:
+    """`1 file`, `2 files`: a count in prose."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def render(
     fmt: str,
     *,

@@ -249,6 +249,7 @@ def test_refresh_round_trip_keeps_header_and_is_idempotent(project: Project) -> 
         handle.write("line11\n")
     result = project.cli("refresh", "one")
     assert result.exit_code == 0 and "updated" in result.output
+    assert "(1 file, 2 hunks," in " ".join(result.output.split())  # not "1 files"
     text = project.patch("one").read_text()
     assert text.startswith("Description: Upper-case line 2\nAuthor: Test")
     assert "+line11" in text and "+LINE2" in text

@@ -9,6 +9,7 @@ from rich.markup import escape
 from migrate import stack
 from migrate.commands.options import recipe_option, workspace_option
 from migrate.recipe import load_recipe
+from migrate.render import plural
 from migrate.workspace import path_for
 
 
@@ -46,7 +47,8 @@ def refresh(stage: str, recipe: str, workspace: str | None) -> None:
     verb = "updated" if result.changed else "unchanged"
     Console(highlight=False, soft_wrap=True).print(
         escape(
-            f"{result.patch}: {verb} ({s.files} files, {s.hunks} hunks, +{s.added} -{s.removed})"
+            f"{result.patch}: {verb} ({plural(s.files, 'file')}, {plural(s.hunks, 'hunk')}, "
+            f"+{s.added} -{s.removed})"
         )
     )
     if result.untracked:
