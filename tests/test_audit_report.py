@@ -292,3 +292,10 @@ def test_report_outside_a_run_or_checkout_takes_its_root_from_the_logs(tmp_path:
     table = migrate("log", "report", str(logs), cwd=outside, env={"COLUMNS": "80"}).stdout
     assert f"Project root: {DEEP} (inferred" in " ".join(table.split())
     assert "none (give --root)" not in table
+
+
+def test_the_root_from_log_paths_is_the_programs_folder_never_slash() -> None:
+    site = "/usr/lib/python3.11/site-packages/torch/random.py"
+    assert logreport.root_from_paths(["/ws/a.py", "/ws/s/b.py", site, "rel.py"]) == "/ws"
+    assert logreport.root_from_paths(["/a/x.py", "/b/y.py"]) is None  # nothing in common
+    assert logreport.root_from_paths(["rel.py", site]) is None
