@@ -15,7 +15,9 @@
 # as it clones any local mirror.
 #
 # Usage: benchmarks/device_bundle.sh [--out DIR] [--source MIRROR] [--recipe NAME|PATH]
-#   --source   the upstream mirror [default: $MIGRATE_SOURCE]
+#          [--no-wheels]
+#   --source     the upstream mirror [default: $MIGRATE_SOURCE]
+#   --no-wheels  the upstream copy only (no network needed; for tests)
 # Environment: PYTHON (runs pip here) [default: python3].
 set -euo pipefail
 
@@ -24,7 +26,8 @@ PY="${PYTHON:-python3}"
 DEST="$REPO/.device"
 SOURCE="${MIGRATE_SOURCE:-}"
 RECIPE=stable-diffusion
-LIMIT_MIB=40  # with the repository (~2 MiB) well under the 64 MiB that travels
+LIMIT_MIB=40
+GET_WHEELS=1  # with the repository (~2 MiB) well under the 64 MiB that travels
 
 # The image's Python and what it lacks (issue 24; /work/.library/device/KINDS.md): migrate's own
 # unidiff, the sd extra's omegaconf and taming-transformers-rom1504. omegaconf 2.4 carries its
@@ -41,7 +44,8 @@ while [ $# -gt 0 ]; do
     --out) DEST="${2:?--out needs a value}"; shift 2 ;;
     --source) SOURCE="${2:?--source needs a value}"; shift 2 ;;
     --recipe) RECIPE="${2:?--recipe needs a value}"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-wheels) GET_WHEELS=0; shift ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -56,6 +60,7 @@ NEW="$DEST.new.$$"
 trap 'rm -rf "$NEW"' EXIT
 rm -rf "$NEW" && mkdir -p "$NEW/wheels"
 
+if [ "$GET_WHEELS" = 1 ]; then
 echo "== wheels for cp${PYVER/./} manylinux x86_64: ${WHEELS[*]}"
 # pip matches each manylinux tag exactly: name the common ones. No constraints file (a machine's
 # own pins must not decide what another machine gets).
@@ -112,6 +117,7 @@ for wheel in sorted(folder.glob("*.whl")):
 if bad:
     sys.exit("device_bundle: " + "; ".join(bad))
 EOF
+fi
 
 echo "== upstream: bare copy of $SOURCE at $COMMIT"
 git -C "$SOURCE" cat-file -e "$COMMIT^{commit}" 2>/dev/null || die "$SOURCE lacks the pinned commit $COMMIT"
@@ -126,7 +132,11 @@ git -C "$NEW/upstream.git" remote remove origin 2>/dev/null || true
   echo "# benchmarks/device_bundle.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "upstream.git: $COMMIT (recipe $RECIPE, from $SOURCE)"
   echo "wheels (python $PYVER, manylinux x86_64):"
-  (cd "$NEW/wheels" && sha256sum -- *.whl | sed 's/^/  /')
+  if compgen -G "$NEW/wheels/*.whl" >/dev/null; then
+    (cd "$NEW/wheels" && sha256sum -- *.whl | sed 's/^/  /')
+  else
+    echo "  none (--no-wheels)"
+  fi
 } > "$NEW/MANIFEST.txt"
 
 rm -rf "$DEST" && mv "$NEW" "$DEST"

@@ -24,7 +24,7 @@
 #   --psnr-args  txt2img arguments for both PSNR runs [default: --precision full]
 #   --work       run folders, workspace, model cache [default: device-check/<UTC time>]
 #   --out        the files to take home [default: $OUT when set, else <work>/out]
-#   --limits     seconds per phase [default: 60,120,180: 6 minutes in all]
+#   --limits     seconds per phase [default: 40,120,200: 6 minutes in all]
 #   --dry-run    print the budget and what would run; run nothing
 # Environment: PYTHON (the interpreter with torch) [default: python3].
 # Exit status: 0 the PSNR pattern is the expected one and no phase failed or was cut; 1 not;
@@ -43,7 +43,7 @@ BUNDLE=""
 SOURCE=""
 WORK=""
 DEST="${OUT:-}"  # the lent machine returns the files under $OUT
-LIMITS="60,120,180"
+LIMITS="40,120,200"
 DRY=0
 EXTRA=()
 
@@ -183,13 +183,15 @@ fi
 common=(--recipe "$RECIPE" --workspace "$WS" --runs-dir "$RUNS" --repeat 1)
 [ -n "$SOURCE" ] && common+=(--source "$SOURCE")
 
+cut() { case " ${CUT[*]} " in *" $CURRENT "*) ;; *) CUT+=("$CURRENT") ;; esac; }
+
 run_stages() {  # run_stages DEADLINE RUN_ID DEVICE MODEL [-- ARGS]: one `migrate run`, bounded
   local deadline="$1" id="$2" device="$3" model="$4"; shift 4
   local cmd=(migrate run "${common[@]}" --run-id "$id" --device "$device" --model "$model" "$@")
   show "${cmd[@]}"
   [ "$DRY" = 1 ] && return 0
   local left=$((deadline - SECONDS)) rc
-  if [ "$left" -lt 1 ]; then CUT+=("$CURRENT"); echo "device_check: no time left for run $id" >&2; return 0; fi
+  if [ "$left" -lt 1 ]; then cut; echo "device_check: no time left for run $id" >&2; return 0; fi
   # SIGINT first: migrate stops the stage's script and keeps what the finished stages wrote.
   set +e
   timeout -s INT -k 20 "$left" "${MIGRATE[@]}" "${cmd[@]:1}"
@@ -197,7 +199,7 @@ run_stages() {  # run_stages DEADLINE RUN_ID DEVICE MODEL [-- ARGS]: one `migrat
   set -e
   case "$rc" in
     0) ;;
-    124|130|137) CUT+=("$CURRENT"); echo "device_check: run $id stopped at the $CURRENT phase's limit" >&2 ;;
+    124|130|137) cut; echo "device_check: run $id stopped at the $CURRENT phase's limit" >&2 ;;
     *) FAILED+=("$id"); echo "device_check: run $id exited $rc (a stage failed; see its tail below)" >&2
        for err in "$RUNS/$id"/*/stderr.log; do
          [ -f "$err" ] && { echo "--- $err (last 15 lines)"; tail -n 15 "$err"; }
@@ -243,7 +245,9 @@ show "${report[@]}"
 [ "$DRY" = 1 ] && exit 0
 case " ${report[*]} " in
   *" --speed "*|*" --cpu "*) ;;
-  *) echo "device_check: no run finished: nothing to report" >&2; exit 1 ;;
+  *) { echo "# device check: no run finished"; echo; printf -- '- %s\n' "${NOTES[@]}"
+       echo; echo "See device_check.log."; } > "$DEST/report.md"
+     echo "device_check: no run finished: nothing to report" >&2; exit 1 ;;
 esac
 set +e; env "PYTHONPATH=$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}" "${report[@]}"; rc=$?; set -e
 files="$(find "$DEST" -type f | wc -l)"
