@@ -4,8 +4,8 @@
 #   setup:       the wheels of the bundle (benchmarks/device_bundle.sh) installed with
 #                `pip --no-index` into a folder of the work dir; `migrate doctor`;
 #   correctness: the same small model and seed on the CPU and on the device through every
-#                stage, in fp32 (--precision full on both sides: the check measures
-#                randn_to_cpu, not fp16 rounding); PSNR per batch, before and after
+#                stage, in fp32 (--precision full on both sides, and no TF32 on the GPU: the
+#                check measures randn_to_cpu, not rounding); PSNR per batch, before and after
 #                randn_to_cpu (expected: unrelated before, close after, for every batch);
 #   speed:       `migrate run --model full` on the device: samples/s per stage (the
 #                random-weight model is built once, then every stage loads it from the cache);
@@ -211,6 +211,9 @@ if want correctness; then
   step "correctness: model $PSNR_MODEL on the CPU and on $DEVICE, same seed, every stage"
   CURRENT=correctness
   end=$((SECONDS + CORRECT_S))
+  # fp32 on both sides means fp32 on the GPU too: cuDNN convolutions use TF32 unless told not to.
+  echo "NVIDIA_TF32_OVERRIDE=0 for both runs (no TF32 in cuBLAS/cuDNN)"
+  export NVIDIA_TF32_OVERRIDE=0
   if [ ${#PSNR_EXTRA[@]} -gt 0 ]; then
     run_stages "$end" psnr-cpu cpu "$PSNR_MODEL" -- "${PSNR_EXTRA[@]}"
     run_stages "$end" "$PSNR_DEV_ID" "$DEVICE" "$PSNR_MODEL" -- "${PSNR_EXTRA[@]}"
@@ -218,6 +221,7 @@ if want correctness; then
     run_stages "$end" psnr-cpu cpu "$PSNR_MODEL"
     run_stages "$end" "$PSNR_DEV_ID" "$DEVICE" "$PSNR_MODEL"
   fi
+  unset NVIDIA_TF32_OVERRIDE  # the speed phase runs as a user would
   [ "$DRY" = 1 ] || NOTES+=("correctness: $((SECONDS - end + CORRECT_S)) s of ${CORRECT_S} s")
 fi
 
