@@ -202,7 +202,7 @@ run_stages() {  # run_stages DEADLINE RUN_ID DEVICE MODEL [-- ARGS]: one `migrat
     124|130|137) cut; echo "device_check: run $id stopped at the $CURRENT phase's limit" >&2 ;;
     *) FAILED+=("$id"); echo "device_check: run $id exited $rc (a stage failed; see its tail below)" >&2
        for err in "$RUNS/$id"/*/stderr.log; do
-         [ -f "$err" ] && { echo "--- $err (last 15 lines)"; tail -n 15 "$err"; }
+         if [ -f "$err" ]; then echo "--- $err (last 15 lines)"; tail -n 15 "$err"; fi
        done ;;
   esac
 }
