@@ -24,7 +24,7 @@
 #   --psnr-args  txt2img arguments for both PSNR runs [default: --precision full]
 #   --work       run folders, workspace, model cache [default: device-check/<UTC time>]
 #   --out        the files to take home [default: $OUT when set, else <work>/out]
-#   --limits     seconds per phase [default: 40,120,200: 6 minutes in all]
+#   --limits     seconds per phase [default: 40,100,220: 6 minutes in all]
 #   --dry-run    print the budget and what would run; run nothing
 # Environment: PYTHON (the interpreter with torch) [default: python3].
 # Exit status: 0 the PSNR pattern is the expected one and no phase failed or was cut; 1 not;
@@ -43,7 +43,7 @@ BUNDLE=""
 SOURCE=""
 WORK=""
 DEST="${OUT:-}"  # the lent machine returns the files under $OUT
-LIMITS="40,120,200"
+LIMITS="40,100,220"
 DRY=0
 EXTRA=()
 
@@ -242,7 +242,9 @@ if want speed && have_run speed; then report+=(--speed "$RUNS/speed"); fi
 if want correctness && have_run psnr-cpu && have_run "$PSNR_DEV_ID"; then
   report+=(--cpu "$RUNS/psnr-cpu" --device "$RUNS/$PSNR_DEV_ID")
 fi
-[ ${#CUT[@]} -eq 0 ] || NOTES+=("CUT at the limit: ${CUT[*]}")
+for phase in "${CUT[@]}"; do
+  NOTES+=("CUT at the limit: $phase (rerun it alone with more time: benchmarks/device_check.sh --phase $phase --limits $SETUP_S,$((CORRECT_S * 2)),$((SPEED_S * 2)))")
+done
 [ ${#FAILED[@]} -eq 0 ] || NOTES+=("runs with a failed stage: ${FAILED[*]}")
 for note in "${NOTES[@]}"; do report+=(--note "$note"); done
 show "${report[@]}"

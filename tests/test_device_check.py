@@ -206,7 +206,7 @@ def test_dry_run_prints_the_budget_and_the_offline_plan(tmp_path: Path) -> None:
         "--out", str(tmp_path / "out"), "--", "--n_iter", "2",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "in all         360s" in done.stdout  # 40 + 120 + 200: printed before anything runs
+    assert "in all         360s" in done.stdout  # 40 + 100 + 220: printed before anything runs
     steps = plan(done.stdout)
     assert len(steps) == 6
     install, doctor, cpu, dev, speed, rep = steps
@@ -346,6 +346,28 @@ def test_cpu_rehearsal_on_the_toy_upstream_from_a_bundle(tmp_path: Path) -> None
     assert data["psnr"]["expected"] is True
     assert {s["verdict"] for s in data["psnr"]["stages"]} == {"identical"}
     assert len(data["speed"]["stages"]) == 4
+
+
+def test_a_run_past_its_phase_limit_is_stopped(tmp_path: Path) -> None:
+    """The correctness phase gets 5 s: its first run is interrupted, the second never starts,
+    and the report says which phase to rerun alone, with what."""
+    reason = doctor_ready()
+    if reason:
+        pytest.skip(reason)
+    toy = load_toy()
+    source = tmp_path / "toy-upstream"
+    toy.make_toy_upstream(source)  # type: ignore[attr-defined]
+    out = tmp_path / "OUT"
+    done = script(
+        "--phase", "correctness", "--device", "cpu", "--model", "tiny",
+        "--recipe", str(toy.RECIPE), "--source", str(source), "--bundle", "none",  # type: ignore[attr-defined]
+        "--psnr-args", "", "--work", str(tmp_path / "work"), "--limits", "300,5,1",
+        env={"OUT": str(out)}, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "run psnr-cpu stopped at the correctness phase's limit" in done.stdout  # 2>&1 to the log
+    assert "no time left for run psnr-cpu-device" in done.stdout
+    assert "--phase correctness --limits 300,10,2" in (out / "report.md").read_text()
 
 
 @pytest.mark.skipif(
