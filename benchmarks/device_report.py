@@ -18,6 +18,11 @@ same index. The yardstick is measured in the same CPU run: the PSNR between diff
 Expected on a device: unrelated before randn_to_cpu (the device drew its own noise), close at
 randn_to_cpu for every batch (not only the first). On the CPU against itself: identical.
 
+With `--out DIR` the same goes into DIR/report.md and DIR/report.json, and the PSNR runs'
+samples into DIR/psnr-grid.png: per stage a row of the CPU's samples above a row of the device's
+(what benchmarks/device_check.sh brings home from a lent machine). `--note TEXT` adds lines
+(environment, budget) to the top of both.
+
 Exit status: 0 when the PSNR pattern is the expected one (or no PSNR was asked for), 1 otherwise,
 2 on bad input.
 """
@@ -25,6 +30,7 @@ Exit status: 0 when the PSNR pattern is the expected one (or no PSNR was asked f
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -37,6 +43,7 @@ from migrate.smoke.metrics import StageMetrics
 CLOSE_DB = 10.0  # above the unrelated yardstick: same noise, device rounding only
 UNRELATED_DB = 3.0  # within this of the yardstick: different noise
 STAGE_AFTER = "randn_to_cpu"
+GRID_CELL = 64  # pixels per sample in psnr-grid.png (the tiny model's samples are 64x64)
 
 
 @dataclass
@@ -75,7 +82,8 @@ def fmt_db(value: float | None) -> str:
 # --- speed -------------------------------------------------------------------------------------
 
 
-def speed_table(run: list[Stage]) -> list[str]:
+def speed_table(run: list[Stage], rows: list[dict] | None = None) -> list[str]:
+    """The table's lines; each stage's figures also appended to `rows` when given."""
     lines = [
         f"{'stage':<14} {'status':<7} {'batches':>7}  {'steady s/batch':>15} {'spread':>8}"
         f" {'samples/s':>10} {'vs ' + run[0].name:>14}",
@@ -92,6 +100,18 @@ def speed_table(run: list[Stage]) -> list[str]:
         if base is None and sps:
             base = sps
         ratio = f"{sps / base:.2f}x" if sps and base else "-"
+        if rows is not None:
+            rows.append(
+                {
+                    "stage": s.name,
+                    "status": s.metrics.status,
+                    "batches": len(t.batch_s),
+                    "steady_s_per_batch": mean,
+                    "spread": statistics.stdev(steady) / mean if mean and len(steady) > 1 else None,
+                    "samples_per_s": sps,
+                    "vs_first": sps / base if sps and base else None,
+                }
+            )
         lines.append(
             f"{s.name:<14} {s.metrics.status:<7} {len(t.batch_s):>7}  "
             f"{(f'{mean:.3f}' if mean else '-'):>15} {spread:>8} "
@@ -158,9 +178,13 @@ def verdict(batches: list[float | None], yardstick: float | None) -> str:
     )
 
 
-def psnr_report(cpu: list[Stage], dev: list[Stage]) -> tuple[list[str], bool]:
-    """The table, and whether the pattern is the expected one."""
+def psnr_report(
+    cpu: list[Stage], dev: list[Stage], data: dict | None = None
+) -> tuple[list[str], bool]:
+    """The table, and whether the pattern is the expected one; the figures also into `data`."""
+    data = {} if data is None else data
     yardstick = unrelated_yardstick(cpu)
+    data.update(yardstick_db=yardstick, stages=[])
     by_name = {s.name: s for s in dev}
     same_device = all(
         s.metrics.device.kind == "cpu" for s in dev if s.metrics.status == "ok"
@@ -182,9 +206,16 @@ def psnr_report(cpu: list[Stage], dev: list[Stage]) -> tuple[list[str], bool]:
             continue
         batches = per_batch_psnr(s, other)
         verdicts[s.name] = verdict(batches, yardstick)
+        data["stages"].append(
+            {"stage": s.name, "batch_db": [_num(b) for b in batches], "verdict": verdicts[s.name]}
+        )
         cells = " ".join(f"{fmt_db(b):>8}" for b in batches)
         lines.append(f"{s.name:<14} {cells}  {verdicts[s.name]}")
     names = [s.name for s in cpu]
+    missing = [n for n in names if n not in verdicts]
+    if missing:  # a stage that ran on one side only proves nothing either way
+        lines.append(f"not compared ({', '.join(missing)}): the check is not decisive")
+        return lines, False
     if same_device:
         expected = bool(verdicts) and all(v == "identical" for v in verdicts.values())
         lines.append("both runs on the CPU: every stage must be identical -> " + _ok(expected))
@@ -206,11 +237,54 @@ def _ok(flag: bool) -> str:
     return "as expected" if flag else "NOT as expected"
 
 
+def _num(value: float | None) -> float | str | None:
+    """JSON has no infinity: identical samples are the string "inf"."""
+    return "inf" if value is not None and math.isinf(value) else value
+
+
+def psnr_grid(cpu: list[Stage], dev: list[Stage], path: Path) -> None:
+    """Per stage, the CPU's samples in one row and the device's under them, same order."""
+    from PIL import Image
+
+    by_name = {s.name: s for s in dev}
+    rows = [(s, by_name[s.name]) for s in cpu if s.name in by_name]
+    width = max((len(samples(s)) for pair in rows for s in pair), default=0)
+    if not width:
+        return
+    grid = Image.new("RGB", (width * GRID_CELL, 2 * len(rows) * GRID_CELL), "white")
+    for r, pair in enumerate(rows):
+        for side, stage in enumerate(pair):
+            for c, sample in enumerate(samples(stage)):
+                try:
+                    with Image.open(sample) as im:
+                        cell = im.convert("RGB").resize((GRID_CELL, GRID_CELL))
+                except OSError:
+                    continue
+                grid.paste(cell, (c * GRID_CELL, (2 * r + side) * GRID_CELL))
+    grid.save(path)
+
+
+def write_out(
+    out: Path, notes: list[str], sections: list[tuple[str, list[str]]], data: dict
+) -> None:
+    """report.md (the printed tables, fenced) and report.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    md = ["# Device check", ""] + [f"- {n}" for n in notes]
+    for title, lines in sections:
+        md += ["", f"## {title}", "", "```", *lines, "```"]
+    if (out / "psnr-grid.png").is_file():
+        md += ["", "psnr-grid.png: per stage, the CPU's samples above the device's."]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    (out / "report.json").write_text(json.dumps({"notes": notes, **data}, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--speed", type=Path, help="`migrate run` folder timed on the device")
     parser.add_argument("--cpu", type=Path, help="`migrate run` folder on the CPU (PSNR)")
     parser.add_argument("--device", type=Path, help="`migrate run` folder on the device (PSNR)")
+    parser.add_argument("--out", type=Path, help="write report.md, report.json, psnr-grid.png")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report")
     args = parser.parse_args(argv)
     if bool(args.cpu) != bool(args.device) or not (args.speed or args.cpu):
         parser.error("give --speed, or --cpu with --device, or all three")
@@ -219,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{folder}: not a `migrate run` folder (no run.json)", file=sys.stderr)
             return 2
     expected = True
+    sections: list[tuple[str, list[str]]] = []
+    data: dict = {}
     if args.speed:
         run = stages(args.speed)
         first = run[0].metrics if run else None
@@ -227,14 +303,27 @@ def main(argv: list[str] | None = None) -> int:
             if first
             else ""
         )
-        print(f"== samples/s per stage ({args.speed.name}: {where}) ==")
-        print("\n".join(speed_table(run)) if run else "(no stages)")
+        rows: list[dict] = []
+        title = f"samples/s per stage ({args.speed.name}: {where})"
+        sections.append((title, speed_table(run, rows) if run else ["(no stages)"]))
+        data["speed"] = {"run": args.speed.name, "where": where, "stages": rows}
     if args.cpu:
-        dev = stages(args.device)
+        cpu, dev = stages(args.cpu), stages(args.device)
         kind = dev[0].metrics.device.kind if dev else "?"
-        print(f"\n== PSNR, CPU vs {kind}, same seed, per batch (dB; inf = identical) ==")
-        lines, expected = psnr_report(stages(args.cpu), dev)
+        psnr_data: dict = {"cpu_run": args.cpu.name, "device_run": args.device.name}
+        lines, expected = psnr_report(cpu, dev, psnr_data)
+        psnr_data["expected"] = expected
+        title = f"PSNR, CPU vs {kind}, same seed, per batch (dB; inf = identical)"
+        sections.append((title, lines))
+        data["psnr"] = psnr_data
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            psnr_grid(cpu, dev, args.out / "psnr-grid.png")
+    for i, (title, lines) in enumerate(sections):
+        print(("\n" if i else "") + f"== {title} ==")
         print("\n".join(lines))
+    if args.out:
+        write_out(args.out, args.note, sections, data)
     return 0 if expected else 1
 
 
