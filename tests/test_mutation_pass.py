@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import git
-from test_behaviours import STAGE_A, TEXT, _edit, _Killed, _metrics, _record, _workspace
+from test_behaviours import STAGE_A, STAGE_B, TEXT, _edit, _Killed, _metrics, _record, _workspace
 
 from migrate import compare, patchfile, pipeline, stack, stats, workspace
 from migrate.audit import diff as logdiff
@@ -24,6 +24,17 @@ from migrate.smoke.device import Device
 from migrate.smoke.metrics import PatchInfo
 
 # ---------------------------------------------------------------- stack
+
+
+def test_a_stage_counts_as_applied_only_when_every_stage_before_it_is(
+    tmp_path: Path, make_repo
+) -> None:
+    """Mutant: the walk skips a stage whose tag is gone and goes on counting later ones."""
+    recipe, ws = _workspace(tmp_path, make_repo, TEXT, {"a": STAGE_A, "b": STAGE_B})
+    stack.apply(recipe, ws)
+    git(ws, "tag", "-d", "stage/a")
+    state = stack.state(recipe, ws)
+    assert state.applied == [] and state.extra_commits == 2
 
 
 def test_repair_after_a_kill_removes_the_index_lock_the_dead_git_left(
