@@ -278,3 +278,54 @@ def test_init_marks_an_optimizer_named_opt_capital() -> None:
     source = "def step(optG, loss):\n    loss.backward()\n    optG.step()\n    return loss\n"
     lines = [ln.strip() for ln in draft_source(source, "gan.py").drafted.splitlines()]
     assert lines[lines.index("optG.step()") + 1].startswith("htcore.mark_step()")
+
+
+# ---------------------------------------------------------------- a second, smaller pass
+
+
+def test_revert_force_to_the_top_stage_still_discards_the_saved_edits(
+    tmp_path: Path, make_repo
+) -> None:
+    """Mutant: revert returns early when no stage is removed, even with edits to discard."""
+    recipe, ws = _workspace(tmp_path, make_repo, TEXT, {"a": STAGE_A, "b": STAGE_B})
+    stack.apply(recipe, ws)
+    (ws / "a.txt").write_text("edited\n")
+    told: list[str] = []
+    assert stack.revert(recipe, ws, "b", force=True, notify=told.append) == []
+    assert (ws / "a.txt").read_text() == "ONE\n"
+    saved = next(t for t in told if t.startswith("saved your edits to ")).split()[4]
+    assert (Path(saved) / "files" / "a.txt").read_text() == "edited\n"
+
+
+def test_a_checkpoint_digest_must_be_lowercase_hex() -> None:
+    """Mutant: upper-case hex digits accepted (the recipe says lowercase)."""
+    table = {"url": "https://example.invalid/m", "path": "m.ckpt"}
+    with pytest.raises(RecipeError, match="64 lowercase hex digits"):
+        parse_checkpoint({**table, "sha256": "A" * 64}, "r.toml")
+    assert parse_checkpoint({**table, "sha256": "a" * 64}, "r.toml").sha256 == "a" * 64
+
+
+def test_resume_lists_a_skipped_stage_once_over_all_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutant: a stage reused in rounds 1 and 2 is listed as skipped twice."""
+    spec = parse_smoke({"script": "s.py"}, "r.toml")
+    device, patch = Device("cpu", "cpu"), PatchInfo(cumulative_sha256="p")
+    options = pipeline.RunOptions(device="cpu", repeat=2)
+    key = pipeline.result_key(spec, patch, device, options)
+    run = tmp_path / "run"
+    for k in (1, 2):
+        folder = pipeline.round_dir(run, "a", k)
+        folder.mkdir(parents=True, exist_ok=True)
+        _metrics("a", "ok", key).write(folder)
+    monkeypatch.setattr(pipeline, "patch_info", lambda recipe, upto: patch)
+    monkeypatch.setattr(compare, "load_run", lambda run_dir: None)
+    monkeypatch.setattr(compare, "write", lambda report, fmt, path: path)
+    started = pipeline._Started(spec, run, device, options, lambda *a, **k: None)
+
+    class _Stage:
+        name = "a"
+
+    result = pipeline._run_rounds(None, tmp_path, started, [_Stage()], True)  # type: ignore[arg-type]
+    assert result.skipped == ["a"]
+    assert [m.stage for m in result.stages] == ["a"] and [m.stage for m in result.rounds] == ["a"]
