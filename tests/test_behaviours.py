@@ -122,7 +122,7 @@ def test_2_the_journal_is_synced_to_disk_before_it_is_renamed_into_place(
         real_fsync(fd)
 
     def replace(src, dst) -> None:  # noqa: ANN001 - paths
-        calls.append(("replace", str(src)))
+        calls.append(("replace", os.path.realpath(src)))
         real_replace(src, dst)
 
     if not Path("/proc/self/fd").is_dir():
@@ -130,7 +130,7 @@ def test_2_the_journal_is_synced_to_disk_before_it_is_renamed_into_place(
     monkeypatch.setattr(stack.os, "fsync", fsync)
     monkeypatch.setattr(stack.os, "replace", replace)
     stack._write_journal(ws, "apply", "a", recipe.commit, ["a.txt"])
-    tmp = str(ws / ".git" / "migrate" / (Path(stack.JOURNAL).stem + ".tmp"))
+    tmp = os.path.realpath(ws / ".git" / "migrate" / (Path(stack.JOURNAL).stem + ".tmp"))
     assert ("fsync", tmp) in calls and ("replace", tmp) in calls
     assert calls.index(("fsync", tmp)) < calls.index(("replace", tmp))
     assert json.loads((ws / ".git" / "migrate" / stack.JOURNAL).read_text())["stage"] == "a"
