@@ -143,7 +143,20 @@ def _probe(source: str) -> None:
 
 def _run_clone(source: str, workspace: Path, report: Progress) -> None:
     """`git clone --no-checkout --progress`, turning its progress lines into callbacks."""
-    argv = ["git", "clone", "--no-checkout", "--progress", "--", source, str(workspace)]
+    # No template (a global init.templateDir would copy its hooks and config into the
+    # workspace) and no hooks, even for this one command run with the user's config.
+    argv = [
+        "git",
+        "-c",
+        f"core.hooksPath={os.devnull}",
+        "clone",
+        "--template=",
+        "--no-checkout",
+        "--progress",
+        "--",
+        source,
+        str(workspace),
+    ]
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.DEVNULL,
@@ -218,7 +231,9 @@ def _reuse(recipe: Recipe, workspace: Path, source: str, report: Progress) -> No
             f"workspace {workspace} does not have the pinned commit {recipe.commit}: "
             "it was cloned for something else; remove it or use another --workspace"
         )
-    if git.rev(workspace, "HEAD") is None:  # an earlier fetch stopped before checkout
+    # An earlier fetch stopped after the clone: HEAD then names the source's default branch,
+    # so the sign of a finished fetch is the pinned ref, written last by `_checkout`.
+    if git.rev(workspace, PINNED_REF) is None:
         if recipe.sparse:
             git.run(workspace, "sparse-checkout", "set", "--no-cone", *recipe.sparse)
         _checkout(recipe, workspace, source)

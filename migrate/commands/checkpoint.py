@@ -54,13 +54,15 @@ def download(
       migrate checkpoint download --url http://mirror.local/model.ckpt --dest /data/model.ckpt
     """
     from migrate.models.checkpoint import download as fetch
+    from migrate.outfile import inside
     from migrate.recipe import load_recipe
     from migrate.workspace import path_for
 
     loaded = load_recipe(recipe, check_patches=False)
     spec = loaded.checkpoint_spec()
     ws = path_for(loaded, workspace)
-    target = dest or ws / spec.path
+    # Resolved on disk: a symlink in the workspace cannot send the download elsewhere.
+    target = dest or inside(ws, spec.path, "checkpoint path")
     console = Console(stderr=True)
     with Progress(
         "[progress.description]{task.description}",

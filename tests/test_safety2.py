@@ -1,0 +1,448 @@
+"""Issue 21: what a second red-team pass found, one test (or more) per item.
+
+Real git repositories, real files, the real CLI in a child process where the exit code and the
+one-line error matter. Each test's docstring names the item it guards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from clirun import migrate
+from conftest import git
+from test_stack import FILES, ONE, Project, build_project
+
+from migrate import git as migrate_git
+from migrate import patchfile
+from migrate.errors import BadInput, PatchError
+
+
+def _cli(project: Project, *args: str, env: dict[str, str] | None = None):
+    return migrate(*args, "--recipe", str(project.recipe), "--workspace", str(project.ws), env=env)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The stderr of a refusal: exit `code`, one `error:` line, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    return lines[-1]
+
+
+# ------------------------------------------------------------------ 1. symlink modes
+
+SYMLINK = """\
+diff --git a/link b/link
+new file mode {mode}
+index 0000000..1111111
+--- /dev/null
++++ b/link
+@@ -0,0 +1 @@
++/etc
+\\ No newline at end of file
+"""
+
+
+@pytest.mark.parametrize("mode", ["0120000", "120777", "120000 ", "  120000", "160000", "040000"])
+def test_symlink_modes_are_read_as_git_reads_them(tmp_path: Path, mode: str) -> None:
+    """Item 1: a mode git parses as a symlink (octal, type bits) is refused, whatever its text."""
+    patch = tmp_path / "evil.patch"
+    patch.write_text(SYMLINK.format(mode=mode))
+    with pytest.raises(PatchError, match="regular file|symlink|submodule"):
+        patchfile.parse(patch)
+
+
+def test_regular_modes_still_parse(tmp_path: Path) -> None:
+    """Item 1: the modes git writes for regular files are accepted (no over-refusal)."""
+    for mode in ("100644", "100755", "0100644"):
+        patch = tmp_path / "ok.patch"
+        patch.write_text(SYMLINK.format(mode=mode).replace("/etc", "text"))
+        assert patchfile.parse(patch).created == ["link"]
+
+
+def test_symlink_mode_patch_writes_nothing(tmp_path: Path, make_repo) -> None:
+    """Item 1: `apply` of a 0120000 patch refuses before anything is written."""
+    project = build_project(tmp_path, make_repo, {"one": SYMLINK.format(mode="0120000")})
+    result = _cli(project, "apply")
+    assert "regular" in _one_line_error(result)
+    assert not os.path.lexists(project.ws / "link")
+    assert git(project.ws, "status", "--porcelain") == ""
+
+
+# ------------------------------------------------------------------ 2. checkpoint through a symlink
+
+
+def test_checkpoint_download_refuses_a_path_through_a_symlink(tmp_path: Path, make_repo) -> None:
+    """Item 2: a symlink in the workspace cannot send the checkpoint outside it."""
+    project = build_project(tmp_path, make_repo, {"one": ONE})
+    text = project.recipe.read_text()
+    project.recipe.write_text(
+        text.replace(
+            "[[stages]]",
+            '[checkpoint]\nurl = "http://127.0.0.1:9/model.ckpt"\npath = "models/x/model.ckpt"\n\n'
+            "[[stages]]",
+            1,
+        )
+    )
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (project.ws / "models").symlink_to(outside)
+    result = _cli(project, "checkpoint", "download", "--retries", "0")
+    assert "outside" in _one_line_error(result)
+    assert list(outside.iterdir()) == []
+
+
+# ------------------------------------------------------------------ 3. git's environment
+
+
+def test_repository_variables_cover_what_git_lists() -> None:
+    """Item 3: every variable `git rev-parse --local-env-vars` names is cleared for our git."""
+    listed = subprocess.run(
+        ["git", "rev-parse", "--local-env-vars"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert listed and set(listed) <= migrate_git.REPOSITORY_VARS
+
+
+def test_git_environment_of_the_caller_is_ignored(tmp_path: Path, make_repo) -> None:
+    """Item 3: GIT_DIR/GIT_WORK_TREE/GIT_INDEX_FILE set by the caller change nothing we do."""
+    project = build_project(tmp_path, make_repo, {"one": ONE})
+    other, _ = make_repo({"x.txt": "x\n"}, name="other")
+    before = git(other, "rev-parse", "HEAD"), git(other, "tag")
+    hostile = {
+        "GIT_DIR": str(other / ".git"),
+        "GIT_WORK_TREE": str(other),
+        "GIT_INDEX_FILE": str(other / ".git" / "index"),
+        "GIT_OBJECT_DIRECTORY": str(other / ".git" / "objects"),
+        "GIT_CONFIG_PARAMETERS": "'core.autocrlf'='true'",
+    }
+    status = _cli(project, "status", env=hostile)
+    assert status.returncode == 0, status.stderr
+    assert "edited" not in status.stdout.lower() or "no edits" in status.stdout.lower()
+    applied = _cli(project, "apply", env=hostile)
+    assert applied.returncode == 0, applied.stderr
+    assert git(project.ws, "tag").split() == ["stage/one"]
+    assert (git(other, "rev-parse", "HEAD"), git(other, "tag")) == before
+    (project.ws / "a.txt").write_text("edited\n")
+    forced = _cli(project, "revert", "upstream", "--force", env=hostile)
+    assert forced.returncode == 0, forced.stderr
+    assert not (other / "a.txt").exists()
+    assert (project.ws / "a.txt").read_text() == FILES["a.txt"]
+
+
+def test_status_of_a_clean_workspace_under_a_foreign_index(tmp_path: Path, make_repo) -> None:
+    """Item 3: a clean workspace is not reported as edited because of GIT_INDEX_FILE."""
+    project = build_project(tmp_path, make_repo, {"one": ONE})
+    clean = _cli(project, "status")
+    hostile = _cli(project, "status", env={"GIT_INDEX_FILE": str(tmp_path / "nothing")})
+    assert hostile.returncode == clean.returncode == 0
+    assert hostile.stdout == clean.stdout
+
+
+# ------------------------------------------------------------------ 4. init.templateDir
+
+
+def test_clone_ignores_a_global_template(tmp_path: Path, make_repo) -> None:
+    """Item 4: a global init.templateDir's hooks and config never reach the workspace."""
+    template = tmp_path / "template"
+    (template / "hooks").mkdir(parents=True)
+    marker = tmp_path / "hook-ran"
+    hook = template / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    hook.chmod(0o755)
+    (template / "config").write_text("[core]\n\tautocrlf = true\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(f"[init]\n\ttemplateDir = {template}\n")
+    project = build_project(tmp_path, make_repo, {"one": ONE}, fetch=False)
+    result = _cli(project, "fetch", "--source", str(project.origin), env={"HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert not (project.ws / ".git" / "hooks" / "post-checkout").exists()
+    assert "autocrlf" not in (project.ws / ".git" / "config").read_text()
+    assert _cli(project, "apply", env={"HOME": str(home)}).returncode == 0
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ 5, 6. every --out
+
+
+def _log(tmp_path: Path) -> Path:
+    log = tmp_path / "gpu_migration_1.log"
+    log.write_text(
+        "[2024-01-02 10:00:00] /w/train.py:12\n"
+        "    [context]:         x = x.cuda()\n"
+        "    [hpu_match]: torch.Tensor.cuda(device=None, ) --> torch.Tensor.to(device=hpu)\n\n"
+    )
+    return log
+
+
+def _fifo_reader(tmp_path: Path) -> tuple[Path, subprocess.Popen[bytes]]:
+    """A FIFO with a reader on it: a non-regular --out that must be written through.
+
+    Never /dev/null itself: before the fix the test would replace the machine's /dev/null.
+    """
+    fifo = tmp_path / f"fifo{len(list(tmp_path.glob('fifo*')))}"
+    os.mkfifo(fifo)
+    return fifo, subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+
+
+def test_out_writes_through_fifos_and_symlinks_to_them(tmp_path: Path) -> None:
+    """Item 5: --out to a FIFO (or a symlink to one) writes through; it is never replaced."""
+    log = _log(tmp_path)
+    fifo, reader = _fifo_reader(tmp_path)
+    result = migrate("log", "report", str(log), "--format", "json", "--out", str(fifo))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(reader.communicate(timeout=60)[0])
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    link = tmp_path / "fifo-link"
+    link.symlink_to(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    result = migrate("log", "report", str(log), "--format", "md", "--out", str(link))
+    assert result.returncode == 0, result.stderr
+    assert b"GPU Migration" in reader.communicate(timeout=60)[0]
+    assert link.is_symlink() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_out_follows_a_symlink_and_keeps_the_mode(tmp_path: Path) -> None:
+    """Item 5: a symlinked --out stays a symlink; an existing file keeps its permissions."""
+    from migrate import outfile
+
+    real = tmp_path / "real.md"
+    real.write_text("old")
+    real.chmod(0o640)
+    link = tmp_path / "link.md"
+    link.symlink_to(real)
+    outfile.write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    with pytest.raises(BadInput, match="directory"):
+        outfile.write_text(tmp_path, "x")
+
+
+def test_every_out_option_refuses_its_input(tmp_path: Path) -> None:
+    """Item 6: `log report x.log --out x.log` (and diff, scan) never overwrite an input."""
+    log = _log(tmp_path)
+    text = log.read_text()
+    alias = tmp_path / "alias.log"
+    os.link(log, alias)
+    cases = [
+        ("log", "report", str(log), "--out", str(log)),
+        ("log", "report", str(tmp_path), "--out", str(alias)),
+        ("log", "diff", str(log), str(log), "--out", str(alias)),
+        ("scan", str(tmp_path), "--log", str(log), "--out", str(log)),
+    ]
+    for args in cases:
+        assert "input" in _one_line_error(migrate(*args))
+        assert log.read_text() == text
+
+
+def test_constraints_output_is_written_by_the_one_helper(tmp_path: Path) -> None:
+    """Item 5: `constraints -o` to a missing folder is one line; to a FIFO it writes through."""
+    result = migrate("constraints", "-o", str(tmp_path / "no" / "such" / "c.txt"))
+    assert "does not exist" in _one_line_error(result)
+    fifo, reader = _fifo_reader(tmp_path)
+    result = migrate("constraints", "-o", str(fifo))
+    assert result.returncode == 0, result.stderr
+    reader.communicate(timeout=60)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+# ------------------------------------------------------------------ 8. interrupted refresh / fetch
+
+
+def test_fetch_killed_after_clone_is_finished_by_the_next(tmp_path: Path, make_repo) -> None:
+    """Item 8: a clone without checkout is finished by the next fetch, not taken as reused."""
+    project = build_project(tmp_path, make_repo, {"one": ONE}, fetch=False)
+    git(tmp_path, "clone", "-q", "--no-checkout", str(project.origin), str(project.ws))
+    result = _cli(project, "fetch", "--source", str(project.origin))
+    assert result.returncode == 0, result.stderr
+    assert (project.ws / "a.txt").read_text() == FILES["a.txt"]
+    assert git(project.ws, "rev-parse", "HEAD").strip() == project.commit
+    assert _cli(project, "apply").returncode == 0
+
+
+def test_refresh_killed_before_its_commit_is_finished(tmp_path: Path, make_repo) -> None:
+    """Item 8: a refresh killed at commit-tree is completed (new patch committed), not undone."""
+    project = build_project(tmp_path, make_repo, {"one": ONE})
+    assert _cli(project, "apply").returncode == 0
+    (project.ws / "a.txt").write_text((project.ws / "a.txt").read_text() + "more\n")
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    real_git = subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
+    (wrapper / "git").write_text(
+        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = commit-tree ] && kill -9 $PPID; done\n'
+        f'exec {real_git} "$@"\n'
+    )
+    (wrapper / "git").chmod(0o755)
+    killed = _cli(
+        project, "refresh", "one", env={"PATH": f"{wrapper}{os.pathsep}{os.environ['PATH']}"}
+    )
+    assert killed.returncode != 0
+    assert "+more" in project.patch("one").read_text()
+    repaired = _cli(project, "apply")  # any command on the workspace repairs first
+    assert "finished an interrupted refresh" in repaired.stdout + repaired.stderr
+    status = _cli(project, "status")
+    assert status.returncode == 0, status.stderr
+    assert "changed since" not in status.stdout + status.stderr
+    assert git(project.ws, "status", "--porcelain") == ""
+    assert "more" in git(project.ws, "show", "stage/one:a.txt")
+
+
+# ------------------------------------------------------------------ 9. refresh: Latin-1, umask
+
+
+def test_refresh_of_a_latin1_edit_is_one_line_and_leaves_nothing(tmp_path: Path, make_repo) -> None:
+    """Item 9: a non-UTF-8 edit cannot go into a patch: one line, no .tmp left, patch intact."""
+    project = build_project(tmp_path, make_repo, {"one": ONE})
+    assert _cli(project, "apply").returncode == 0
+    before = project.patch("one").read_bytes()
+    (project.ws / "a.txt").write_bytes(b"caf\xe9\n")
+    result = _cli(project, "refresh", "one")
+    assert "UTF-8" in _one_line_error(result)
+    assert project.patch("one").read_bytes() == before
+    assert sorted(p.name for p in project.patch("one").parent.iterdir()) == ["one.patch"]
+
+
+def test_refresh_under_umask_077_keeps_the_patch_mode(tmp_path: Path, make_repo) -> None:
+    """Item 9: refresh rewrites the patch with the mode it had, whatever the umask."""
+    project = build_project(tmp_path, make_repo, {"one": ONE})
+    project.patch("one").chmod(0o644)
+    assert _cli(project, "apply").returncode == 0
+    (project.ws / "a.txt").write_text((project.ws / "a.txt").read_text() + "more\n")
+    argv = [sys.executable, "-m", "migrate", "refresh", "one", "--recipe", str(project.recipe)]
+    argv += ["--workspace", str(project.ws)]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, preexec_fn=lambda: os.umask(0o077)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "+more" in project.patch("one").read_text()
+    assert stat.S_IMODE(project.patch("one").stat().st_mode) == 0o644
+
+
+# ------------------------------------------------------------------ 7, 12. run folders
+
+
+def _run_folder(tmp_path: Path) -> Path:
+    """Two stages, samples and grids, as `migrate run` leaves them (test_compare's helpers)."""
+    import numpy as np
+    from test_compare import stage
+
+    run = tmp_path / "runs" / "r1"
+    base = np.full((8, 8, 3), 100.0)
+    stage(run, "compat", base, 0.5)
+    stage(run, "minimal", base + 1, 0.25)
+    (run / "run.json").write_text(json.dumps({"recipe": "toy", "order": ["compat", "minimal"]}))
+    return run
+
+
+def _edit_metrics(run: Path, name: str, **changes: object) -> None:
+    path = run / name / "metrics.json"
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_compare_out_never_replaces_a_fifo_or_a_symlink(tmp_path: Path) -> None:
+    """Item 5: `compare --out` to a FIFO (as to /dev/null) or a symlink writes through."""
+    run = _run_folder(tmp_path)
+    fifo, reader = _fifo_reader(tmp_path)
+    result = migrate("compare", str(run), "--format", "md", "--out", str(fifo))
+    assert result.returncode == 0, result.stderr
+    assert b"compat" in reader.communicate(timeout=60)[0]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    link = tmp_path / "report-link.md"
+    real = tmp_path / "real.md"
+    real.write_text("")
+    link.symlink_to(real)
+    result = migrate("compare", str(run), "--format", "md", "--out", str(link))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and "compat" in real.read_text()
+    result = migrate("compare", str(run), "--format", "md", "--out", str(run / "run.json"))
+    assert "input" in _one_line_error(result)
+    assert json.loads((run / "run.json").read_text())["recipe"] == "toy"
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "symlink"])
+def test_html_report_embeds_no_file_from_outside_the_run(tmp_path: Path, where: str) -> None:
+    """Item 7: a grid path (absolute, `..`, or a symlink) cannot embed an outside file."""
+    import base64
+
+    run = _run_folder(tmp_path)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG-SECRET-BYTES")
+    grid = {"absolute": str(secret), "dotdot": "../../../secret.png", "symlink": "out/link.png"}
+    if where == "symlink":
+        (run / "minimal" / "out" / "link.png").symlink_to(secret)
+    _edit_metrics(run, "minimal", grids=[{"path": grid[where], "sha256": "0" * 64}])
+    result = migrate("compare", str(run), "--format", "html")
+    assert result.returncode == 0, result.stderr
+    assert base64.b64encode(secret.read_bytes()).decode() not in result.stdout
+    if where != "symlink":
+        assert "not shown" in result.stdout and "minimal" in result.stdout
+
+
+def test_logs_dir_outside_the_run_is_not_read(tmp_path: Path) -> None:
+    """Item 7: `logs_dir` of `/` (or a symlink out) is refused: the filesystem is not walked."""
+    run = _run_folder(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "gpu_migration_9.log").write_text(_log(tmp_path).read_text())
+    _edit_metrics(run, "compat", logs_dir="/")
+    (run / "minimal" / "logs").symlink_to(outside)
+    result = migrate("compare", str(run), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [s["name"] for s in data["stages"]] == ["minimal"]
+    assert data["stages"][0]["log_by_tag"] == {}
+    assert any("compat" in note and "logs_dir" in note for note in data["notes"])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"timing": "fast"},
+        {"timing": {"batch_s": ["a"]}},
+        {"device": ["cpu"]},
+        {"samples": [{"path": 3, "sha256": "x"}]},
+        {"status": None},
+        {"stage": ["x"]},
+    ],
+    ids=["timing-str", "batch-str", "device-list", "sample-path-int", "status-null", "stage-list"],
+)
+def test_tampered_metrics_are_named_not_a_traceback(tmp_path: Path, changes: dict) -> None:
+    """Item 12: a wrongly typed metrics.json is named in the report, never a traceback."""
+    run = _run_folder(tmp_path)
+    _edit_metrics(run, "minimal", **changes)
+    for fmt in ("table", "md", "json", "html"):
+        result = migrate("compare", str(run), "--format", fmt)
+        assert result.returncode == 0, (fmt, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "minimal not shown" in result.stdout, fmt
+
+
+def test_nan_in_metrics_gives_valid_json(tmp_path: Path) -> None:
+    """Item 12: NaN/Infinity in metrics.json never reach `--format json` (invalid JSON)."""
+    run = _run_folder(tmp_path)
+    path = run / "minimal" / "metrics.json"
+    path.write_text(path.read_text().replace('"steady_batch_s": 0.25', '"steady_batch_s": NaN'))
+    assert "NaN" in path.read_text()
+    result = migrate("compare", str(run), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"{c} in output"))
+    assert any("minimal" in n for n in data["notes"])
+
+
+@pytest.mark.parametrize(
+    "run_json", ['["compat"]', '"text"', '{"order": ["compat", null]}', '{"order": "compat"}']
+)
+def test_bad_run_json_is_one_line(tmp_path: Path, run_json: str) -> None:
+    """Item 12: a run.json that is a list, a string, or has an `order` with nulls: one line."""
+    run = _run_folder(tmp_path)
+    (run / "run.json").write_text(run_json)
+    assert "run.json" in _one_line_error(migrate("compare", str(run)))
