@@ -108,8 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     except MigrateError as exc:
         if debug:
             raise
+        from migrate.render import printable  # the message may quote untrusted input
+
         # One line, never wrapped; click, not rich: start-up time is paid by every command.
-        click.echo(f"{click.style('error:', fg='red', bold=True)} {exc}", err=True)
+        message = printable(str(exc)).replace("\n", " ")
+        click.echo(f"{click.style('error:', fg='red', bold=True)} {message}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.secho("interrupted", fg="red", err=True)

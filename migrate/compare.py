@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.errors import BadInput
-from migrate.render import h, html_page, html_table, md_cell, md_table
+from migrate.render import escape, h, html_page, html_table, md_cell, md_code, md_table, printable
 from migrate.render import render as render_as
 from migrate.smoke import untrusted
 from migrate.smoke.metrics import (
@@ -527,7 +527,7 @@ def render_table(
         _rich_table(f"run {report.run_id}", *transposed(*table_rows(report)))
     ]
     parts += [Text(line, style="dim") for line in LEGEND]
-    parts += [Text(line, style="yellow") for line in notes(report, failures=failures)]
+    parts += [Text(printable(line), style="yellow") for line in notes(report, failures=failures)]
     if against is not None:
         parts.append(
             _rich_table(
@@ -539,11 +539,11 @@ def render_table(
 
 
 def _rich_table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=escape(title), show_lines=False)
     for header in headers:
-        table.add_column(header, overflow="fold")
+        table.add_column(escape(header), overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # run folders are input from elsewhere
     return table
 
 
@@ -552,37 +552,34 @@ def render_text(report: RunReport, against: RunReport | None = None) -> str:
     lines = _columns(*transposed(*table_rows(report)))
     if against is not None:
         lines += ["", *_columns(*transposed(*cross_rows(cross(report, against))))]
-    return "\n".join(lines + LEGEND + notes(report)) + "\n"
+    return printable("\n".join(lines + LEGEND + notes(report))) + "\n"
 
 
 def render_markdown(report: RunReport, against: RunReport | None = None) -> str:
     """PR-ready Markdown: the table, the notes, and the cross-run table with --against."""
     headers, rows = table_rows(report)
     run = report.run
-    lines = [f"## migrate run `{report.run_id}`", ""]
-    if run:
+    lines = [f"## migrate run {md_code(report.run_id)}", ""]
+    if run:  # run.json is input from elsewhere: every value in a code span or escaped
         lines += [
-            f"Recipe `{run.get('recipe')}`, upstream `{run.get('upstream')}` at "
-            f"`{str(run.get('commit', ''))[:12]}`.",
+            f"Recipe {md_code(str(run.get('recipe')))}, upstream "
+            f"{md_code(str(run.get('upstream')))} at {md_code(str(run.get('commit', ''))[:12])}.",
             "",
         ]
     lines += _md_table(headers, rows)
-    lines += ["", "<sub>", "", *(f"- {md_cell(n)}" for n in LEGEND), "", "</sub>"]
+    lines += ["", "<sub>", "", *(f"- {n}" for n in LEGEND), "", "</sub>"]
     extra = notes(report)
     if extra:
-        lines += [""] + [f"- {n}" for n in extra]
+        lines += [""] + [f"- {md_cell(n)}" for n in extra]
     if against is not None:
         h2, r2 = cross_rows(cross(report, against))
-        lines += ["", f"### `{report.run_id}` (A) vs `{against.run_id}` (B)", ""]
+        lines += ["", f"### {md_code(report.run_id)} (A) vs {md_code(against.run_id)} (B)", ""]
         lines += _md_table(h2, r2)
     return "\n".join(lines) + "\n"
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    return md_table(headers, [[cell(c) for c in row] for row in rows])
+    return md_table(headers, [[md_cell(c) for c in row] for row in rows])
 
 
 def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, Any]:

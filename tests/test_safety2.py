@@ -446,3 +446,88 @@ def test_bad_run_json_is_one_line(tmp_path: Path, run_json: str) -> None:
     run = _run_folder(tmp_path)
     (run / "run.json").write_text(run_json)
     assert "run.json" in _one_line_error(migrate("compare", str(run)))
+
+
+# ------------------------------------------------------------------ 10, 11. injection
+
+HOSTILE = (
+    "x``<img src=x onerror=alert(1)>`` [a](javascript:alert(1)) ![i](http://e/i.png) "
+    "<script>alert(2)</script> | \x1b]0;pwned\x07\x1b[2J\x9b31m\u202e"
+)
+
+
+def _hostile_log(tmp_path: Path) -> Path:
+    log = tmp_path / "gpu_migration_7.log"
+    log.write_text(
+        f"[2024-01-02 10:00:00] /w/{HOSTILE}.py:12\n"
+        f"    [context]:         x = x.cuda()  # {HOSTILE}\n"
+        f"    [hpu_mismatch]: torch.cuda.{HOSTILE}(a=1, ) --> {HOSTILE}\n\n"
+        f"[2024-01-02 10:00:01] /w/b.py:3\n"
+        f"    [context]:         y()\n"
+        f"    [hpu_modified]: torch.cuda.foo(a=1, ) --> {HOSTILE}\n\n"
+    )
+    return log
+
+
+def _markdown_inline_html(text: str) -> list[str]:
+    """Raw HTML and link/image targets a CommonMark renderer would emit from `text`."""
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(text)
+    return [bad for bad in ("<img", "<script", 'href="javascript', "<a ") if bad in html]
+
+
+def test_markdown_reports_escape_code_spans_html_and_links(tmp_path: Path) -> None:
+    """Item 10: two backticks in a log cannot close the code span; no raw HTML or link reaches
+    a renderer of report.md (log report, log diff, compare)."""
+    pytest.importorskip("markdown_it")
+    log = _hostile_log(tmp_path)
+    for args in (("log", "report", str(log)), ("log", "diff", str(log), str(_log(tmp_path)))):
+        result = migrate(*args, "--format", "md", "--limit", "0")
+        assert result.returncode == 0, result.stderr
+        assert _markdown_inline_html(result.stdout) == [], result.stdout
+    run = _run_folder(tmp_path / "r")
+    _edit_metrics(
+        run,
+        "minimal",
+        status="failed",
+        reason=HOSTILE,
+        device={"requested": HOSTILE, "kind": HOSTILE},
+    )
+    (run / "run.json").write_text(json.dumps({"recipe": HOSTILE, "order": ["compat", "minimal"]}))
+    result = migrate("compare", str(run), "--format", "md")
+    assert result.returncode == 0, result.stderr
+    assert _markdown_inline_html(result.stdout) == [], result.stdout
+
+
+def test_md_code_holds_any_backtick_run() -> None:
+    """Item 10: md_code's fence is longer than any backtick run in the text."""
+    pytest.importorskip("markdown_it")
+    from markdown_it import MarkdownIt
+
+    from migrate.render import md_cell, md_code
+
+    for text in ("a`b", "``<b>x</b>``", "```", "`<i>`", " <u>u</u> "):
+        html = MarkdownIt("commonmark").render(md_code(text))
+        assert "<code>" in html and "<b>" not in html and "<i>" not in html and "<u>" not in html
+    assert "<b>" not in MarkdownIt("commonmark").render(md_cell("<b>x</b> [l](javascript:x)"))
+
+
+@pytest.mark.parametrize("fmt", ["table", "md", "html", "json"])
+def test_no_control_character_reaches_the_terminal(tmp_path: Path, fmt: str) -> None:
+    """Item 11: ESC/BEL/CSI from a log never reach stdout, in any format (log report, diff,
+    compare), nor stderr's error line."""
+    log = _hostile_log(tmp_path)
+    run = _run_folder(tmp_path / "r")
+    _edit_metrics(run, "minimal", status="failed", reason=HOSTILE)
+    for args in (
+        ("log", "report", str(log), "--limit", "0"),
+        ("log", "diff", str(log), str(_log(tmp_path)), "--limit", "0"),
+        ("compare", str(run)),
+    ):
+        result = migrate(*args, "--format", fmt, text=False)
+        assert result.returncode == 0, result.stderr
+        for bad in (b"\x1b", b"\x07", b"\xc2\x9b", "\u202e".encode()):
+            assert bad not in result.stdout, (args, fmt, bad)
+    bad_input = migrate("log", "report", str(tmp_path / "no\x1b[2Jsuch.log"), text=False)
+    assert bad_input.returncode == 2 and b"\x1b" not in bad_input.stderr

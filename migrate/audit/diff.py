@@ -48,12 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from migrate.audit.report import Report, build
-from migrate.render import h, html_page, md_code, md_table
+from migrate.render import escape, h, html_page, md_code, md_table, printable
 
 DEFAULT_LABELS = ("before", "after")
 _SITE_PACKAGES = re.compile(r"^.*[/\\](?:site|dist)-packages[/\\]")
@@ -474,7 +473,7 @@ def _signed(n: int) -> str:
 
 
 def render_table(d: LogDiff, limit: int | None = 30) -> RenderableType:
-    parts: list[RenderableType] = [Text(_summary(d))]
+    parts: list[RenderableType] = [Text(printable(_summary(d)))]
 
     def counts(title: str, changes: list[CountChange], label: str) -> Table | None:
         if not changes:

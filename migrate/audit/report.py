@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -58,7 +57,7 @@ from migrate.audit.parse import (
     split_rest,
     tally_fields,
 )
-from migrate.render import h, html_page, md_cell, md_code, md_table
+from migrate.render import escape, h, html_page, md_cell, md_code, md_table, printable
 
 SCHEMA = 1
 MALFORMED_KEPT = 1000  # listed in full up to this many; the total is always exact
@@ -395,7 +394,7 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
     """Rich tables for the terminal; the longest lists are cut to `limit` rows (None: all)."""
     empty = nothing_parsed(report)
     if empty:
-        return Text(empty)
+        return Text(printable(empty))
     parts: list[RenderableType] = []
     summary = Text.assemble(
         ("records ", "bold"),
@@ -414,7 +413,7 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
         (str(report.malformed_total), "yellow" if report.malformed_total else ""),
     )
     parts.append(summary)
-    parts.append(Text(root_line(report), style="dim"))
+    parts.append(Text(printable(root_line(report)), style="dim"))
 
     def counts(title: str, counter: Counter[str], label: str) -> Table:
         table = Table(title=title, title_justify="left")

@@ -35,14 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from migrate.audit.parse import Malformed
 from migrate.audit.report import CallSite, Report, clip, ordered_counts
 from migrate.errors import BadInput
-from migrate.render import h, html_page, html_table, md_code, md_table
+from migrate.render import escape, h, html_page, html_table, md_code, md_table, printable
 
 SCHEMA = 1
 SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "site-packages", "node_modules", ".tox"}
@@ -465,9 +464,11 @@ def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
     """Rich tables: by kind, by API, findings (file:line), and coverage when a log was given."""
     parts: list[RenderableType] = [
         Text(
-            f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
-            f"{len(result.files)} Python files under {result.root}"
-            + (f"; {len(result.errors)} file(s) not parsable" if result.errors else "")
+            printable(
+                f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
+                f"{len(result.files)} Python files under {result.root}"
+                + (f"; {len(result.errors)} file(s) not parsable" if result.errors else "")
+            )
         )
     ]
 
@@ -528,7 +529,7 @@ def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
                 f"{s['unexplained_sites']} runtime call sites not explained by a static site"
             )
         )
-        parts += [Text(w, style="yellow") for w in cov.warnings()]
+        parts += [Text(printable(w), style="yellow") for w in cov.warnings()]
         if cov.exercised:
             parts.append(finding_table("Exercised at run time", [(f, n) for f, n in cov.exercised]))
         if cov.never_ran:

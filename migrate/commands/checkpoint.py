@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -16,6 +15,7 @@ from rich.progress import (
 )
 
 from migrate.commands.options import recipe_option, workspace_option
+from migrate.render import escape
 
 
 @click.group()
