@@ -35,7 +35,7 @@ from pathlib import Path
 from migrate import git, outfile, patchfile, workspace
 from migrate.errors import BadInput, ConflictError, DirtyWorkspace, MigrateError, PatchError
 from migrate.lock import workspace_lock
-from migrate.recipe import UPSTREAM, Recipe, Stage
+from migrate.recipe import RESERVED_TRAILERS, UPSTREAM, Recipe, Stage
 
 Notify = Callable[[str], None]
 
@@ -247,11 +247,12 @@ def _stale(recipe: Recipe, ws: Path, applied: list[str]) -> list[str]:
     for name in applied:
         stage = recipe.stage(name)
         message = git.out(ws, "log", "-1", "--format=%B", stage.tag)
-        recorded = re.search(rf"^{SHA_TRAILER}: (\w+)$", message, re.M)
+        # Ours is the last trailer of the message: a header field of the same name comes first.
+        recorded = re.findall(rf"^{SHA_TRAILER}: (\w+)$", message, re.M)
         if (
             not stage.patch.is_file()
             or not recorded
-            or recorded[1] != patchfile.sha256(stage.patch)
+            or recorded[-1] != patchfile.sha256(stage.patch)
         ):
             stale.append(name)
     return stale
@@ -558,6 +559,7 @@ def _message(recipe: Recipe, stage: Stage, sha: str) -> str:
     """Commit message: description, DEP-3 metadata, and the patch's hash as a trailer."""
     lines = [stage.description, "", f"Stage '{stage.name}' of recipe '{recipe.name}'."]
     meta = {**patchfile.dep3(patchfile.split_header(stage.patch.read_text())[0]), **stage.meta}
+    meta = {k: v for k, v in meta.items() if k.lower() not in RESERVED_TRAILERS}
     if meta:
         lines += [""] + [f"{key}: {value}" for key, value in meta.items()]
     lines += ["", f"Migrate-Stage: {stage.name}", f"{SHA_TRAILER}: {sha}"]

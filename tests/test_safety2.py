@@ -531,3 +531,117 @@ def test_no_control_character_reaches_the_terminal(tmp_path: Path, fmt: str) -> 
             assert bad not in result.stdout, (args, fmt, bad)
     bad_input = migrate("log", "report", str(tmp_path / "no\x1b[2Jsuch.log"), text=False)
     assert bad_input.returncode == 2 and b"\x1b" not in bad_input.stderr
+
+
+# ------------------------------------------------------------------ 13. one line, never a traceback
+
+LONG = "x" * 5000
+
+
+def _toy_recipe(tmp_path: Path, description: str = "Stage one", name: str = "toy") -> Path:
+    """A recipe (and its empty patch) that loads without a workspace."""
+    (tmp_path / "recipes").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "patches" / name).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "patches" / name / "one.patch").write_text("")
+    recipe = tmp_path / "recipes" / f"{name}.toml"
+    recipe.write_text(
+        'upstream = "https://example.invalid/x.git"\n'
+        f'commit = "{"a" * 40}"\n\n[[stages]]\nname = "one"\ndescription = "{description}"\n',
+        encoding="utf-8",
+    )
+    return recipe
+
+
+def test_deep_recipe_and_unreadable_recipe_are_one_line(tmp_path: Path) -> None:
+    """Item 13: a recipe nested 20,000 arrays deep, or one that cannot be read (EIO, a
+    folder), is one line and exit 2."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 20000)
+    assert "deep" in _one_line_error(migrate("stages", "--recipe", str(deep)))
+    if os.path.exists("/proc/self/mem"):
+        assert "cannot be read" in _one_line_error(migrate("stages", "--recipe", "/proc/self/mem"))
+    folder = tmp_path / "dir.toml"
+    folder.mkdir()
+    _one_line_error(migrate("stages", "--recipe", str(folder)))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("stages", "--recipe", f"/tmp/{LONG}.toml"),
+        ("status", "--workspace", f"/tmp/{LONG}"),
+        ("log", "report", f"/tmp/{LONG}.log"),
+        ("log", "diff", f"/tmp/{LONG}", f"/tmp/{LONG}"),
+        ("shim", "--log-dir", f"/tmp/{LONG}", "--", sys.executable, "-c", "pass"),
+        ("checkpoint", "download", "--dest", f"/tmp/{LONG}", "--url", "http://127.0.0.1:9/x"),
+        ("fetch", "--workspace", f"/tmp/{LONG}", "--source", "/tmp"),
+    ],
+    ids=["recipe", "workspace", "log", "log-diff", "log-dir", "dest", "fetch"],
+)
+def test_a_5000_character_path_is_one_line(args: tuple[str, ...]) -> None:
+    """Item 13: ENAMETOOLONG anywhere (recipe, --workspace, log, --log-dir, --dest) is one
+    line naming the path, cut short, and exit 2."""
+    line = _one_line_error(migrate(*args))
+    assert len(line) < 400 and "too long" in line
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}, {"PYTHONIOENCODING": "ascii"}],
+    ids=["C-locale", "ascii-io"],
+)
+def test_non_ascii_output_under_an_ascii_terminal(tmp_path: Path, env: dict[str, str]) -> None:
+    """Item 13: a non-ASCII stage description printed to an ASCII-only stdout is escaped,
+    not a UnicodeEncodeError traceback."""
+    recipe = _toy_recipe(tmp_path, description="Caf\u00e9 \u2192 HPU")
+    result = migrate("stages", "--recipe", str(recipe), env=env, text=False)
+    assert result.returncode == 0, result.stderr
+    assert b"Caf\\xe9" in result.stdout
+
+
+# ------------------------------------------------------------------ 15. recipes
+
+
+def test_reserved_trailer_in_meta_is_refused(tmp_path: Path, make_repo) -> None:
+    """Item 15: `[stages.meta] Migrate-Patch-Sha256` would shadow our trailer: refused."""
+    recipe = _toy_recipe(tmp_path)
+    recipe.write_text(recipe.read_text() + '\n[stages.meta]\nMigrate-Patch-Sha256 = "0"\n')
+    assert "reserved" in _one_line_error(migrate("stages", "--recipe", str(recipe)))
+
+
+def test_trailer_in_a_patch_header_does_not_make_a_fresh_stage_stale(
+    tmp_path: Path, make_repo
+) -> None:
+    """Item 15: a patch header field named like our trailer never shadows it (status fresh)."""
+    project = build_project(tmp_path, make_repo, {"one": "Migrate-Patch-Sha256: 00\n" + ONE})
+    assert _cli(project, "apply").returncode == 0
+    status = _cli(project, "status")
+    assert status.returncode == 0, status.stderr
+    assert "changed since" not in status.stdout
+    body = git(project.ws, "log", "-1", "--format=%B", "stage/one")
+    assert body.count("Migrate-Patch-Sha256") == 1
+
+
+def test_recipe_through_a_symlink_is_the_same_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 15: a symlinked recipe is the file it points to, by name and by path."""
+    from migrate.recipe import load_recipe
+
+    real = _toy_recipe(tmp_path)
+    (tmp_path / "recipes" / "alias.toml").symlink_to(real)
+    monkeypatch.chdir(tmp_path)  # ./recipes/ is where names are looked up first
+    by_path = load_recipe(tmp_path / "recipes" / "alias.toml")
+    by_name = load_recipe("alias")
+    assert by_path.name == by_name.name == "toy"
+    assert by_path.path == by_name.path == real.resolve()
+    assert by_name.default_workspace == by_path.default_workspace
+
+
+@pytest.mark.parametrize("name", ["..", "...", ".hidden", "-x"])
+def test_recipe_names_that_are_not_plain_are_refused(tmp_path: Path, name: str) -> None:
+    """Item 15: a recipe file `...toml` would be named `..` (patches/.., upstream/..): refused."""
+    recipe = _toy_recipe(tmp_path)
+    odd = tmp_path / "recipes" / f"{name}.toml"
+    odd.write_text(recipe.read_text())
+    assert "recipe name" in _one_line_error(migrate("stages", "--recipe", str(odd)))
