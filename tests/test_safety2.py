@@ -645,3 +645,80 @@ def test_recipe_names_that_are_not_plain_are_refused(tmp_path: Path, name: str) 
     odd = tmp_path / "recipes" / f"{name}.toml"
     odd.write_text(recipe.read_text())
     assert "recipe name" in _one_line_error(migrate("stages", "--recipe", str(odd)))
+
+
+# ------------------------------------------------------------------ 14. logs
+
+REC = (
+    "[2024-01-02 10:00:00] /w/train.py:12\n"
+    "    [context]:         x = x.cuda()\n"
+    "    [hpu_match]: torch.Tensor.cuda(device=None, ) --> torch.Tensor.to(device=hpu)\n\n"
+)
+
+
+def test_a_huge_line_is_capped_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 14: a line longer than the cap (a file of NULs) is skipped as malformed, memory
+    stays bounded, and the records around it are kept with the right line numbers."""
+    import tracemalloc
+
+    from migrate.audit import parse
+
+    monkeypatch.setattr(parse, "MAX_LINE_BYTES", 1 << 20)
+    log = tmp_path / "nul.log"
+    log.write_bytes(REC.encode() + b"\0" * (24 << 20) + b"\n" + REC.encode())
+    tracemalloc.start()
+    try:
+        result = parse.parse(log)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 << 20, peak  # the 24 MiB line is never held whole
+    assert [r.source_line for r in result.records] == [1, 6]
+    assert [(m.line, "longer than" in m.reason) for m in result.malformed] == [(5, True)]
+
+
+def test_compressed_logs_are_read_or_named(tmp_path: Path) -> None:
+    """Item 14: bz2 and xz logs (by content, whatever the name) are read; zstd is named."""
+    import bz2
+    import lzma
+
+    from migrate.audit import parse
+
+    (tmp_path / "a.log.bz2").write_bytes(bz2.compress(REC.encode() * 3))
+    (tmp_path / "b.log.xz").write_bytes(lzma.compress(REC.encode() * 2))
+    (tmp_path / "c.log").write_bytes(bz2.compress(REC.encode()))  # bz2 inside a .log
+    (tmp_path / "d.log.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 32)
+    result = parse.parse(tmp_path)
+    assert len(result.records) == 6
+    assert [(Path(m.path).name, "zstd" in m.reason) for m in result.malformed] == [
+        ("d.log.zst", True)
+    ]
+    cut = tmp_path / "cut" / "e.log.xz"
+    cut.parent.mkdir()
+    cut.write_bytes(lzma.compress(REC.encode() * 50)[:-20])
+    damaged = parse.parse(cut)
+    assert damaged.malformed and "unreadable" in damaged.malformed[-1].reason
+
+
+def test_an_unreadable_subfolder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 14: a log folder's subfolder that cannot be read is reported, never skipped."""
+    from migrate.audit import parse
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.log").write_text(REC)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "b.log").write_text(REC)
+    real_scandir = os.scandir
+
+    def scandir(path=None):  # what a non-root user meets on a chmod 000 folder
+        if path is not None and Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = parse.parse(tmp_path)
+    assert len(result.records) == 1
+    assert any(Path(m.path) == locked and "folder" in m.reason for m in result.malformed)
