@@ -97,21 +97,29 @@ def run(
     input: str | None = None,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `git [-C repo] args`; raise GitError on a non-zero exit when `check`."""
+    """Run `git [-C repo] args`; raise GitError on a non-zero exit when `check`.
+
+    Text in and out is decoded here, not by subprocess's text mode: that one translates
+    `\\r\\n` to `\\n` (universal newlines), which silently rewrote CRLF files' contents,
+    diffs and blobs. Undecodable bytes are kept as surrogates (file contents need not be UTF-8).
+    """
     argv = ["git"] + (["-C", str(repo)] if repo is not None else []) + list(args)
     try:
-        result = subprocess.run(
+        raw = subprocess.run(
             argv,
             env=env(extra_env, isolated),
             capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="surrogateescape",  # file contents need not be UTF-8
-            input=input,
+            input=None if input is None else input.encode("utf-8", "surrogateescape"),
             timeout=timeout,
         )
     except FileNotFoundError as exc:
         raise MigrateError("git is not installed (or not on PATH): migrate needs it") from exc
+    result = subprocess.CompletedProcess(
+        raw.args,
+        raw.returncode,
+        raw.stdout.decode("utf-8", "surrogateescape"),
+        raw.stderr.decode("utf-8", "surrogateescape"),
+    )
     if check and result.returncode != 0:
         raise GitError(args, result.returncode, result.stderr)
     return result

@@ -103,6 +103,20 @@ def _short(path: Path, most: int = 200) -> str:
     return text if len(text) <= most else f"{text[: most // 2]}...{text[-most // 2 :]}"
 
 
+def regular_target(target: str | Path, what: str) -> Path:
+    """A file to be made by renaming a finished `.part` over it: a symlink is followed (its
+    target is replaced), anything but a regular file is refused (a rename would replace a
+    device such as /dev/null, a FIFO or a folder)."""
+    real = Path(target).resolve()
+    try:
+        info = real.stat()
+    except FileNotFoundError:
+        return real
+    if not stat.S_ISREG(info.st_mode):
+        raise BadInput(f"{what} {target}: exists and is not a regular file; refused")
+    return real
+
+
 def inside(root: Path, rel: str | Path, what: str) -> Path:
     """`root / rel`, resolved on disk; refused when a symlink (or `..`) takes it out of `root`."""
     base = Path(root).resolve()

@@ -722,3 +722,81 @@ def test_an_unreadable_subfolder_is_named(tmp_path: Path, monkeypatch: pytest.Mo
     result = parse.parse(tmp_path)
     assert len(result.records) == 1
     assert any(Path(m.path) == locked and "folder" in m.reason for m in result.malformed)
+
+
+# ------------------------------------------------------------------ 16. init on CRLF scripts
+
+CRLF_TRAIN = (
+    "import torch\n"
+    "model = torch.nn.Linear(2, 1).cuda()\n"
+    "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+    "for step in range(3):\n"
+    "\topt.zero_grad()\n"
+    "\tloss = model(torch.randn(4, 2).cuda()).sum()\n"
+    "\tloss.backward()\n"
+    "\topt.step()\n"
+)
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["crlf", "crlf-bom"])
+def test_init_keeps_crlf_and_bom_of_the_entry_script(tmp_path: Path, make_repo, bom: bytes) -> None:
+    """Item 16: `migrate init` on a CRLF script (BOM, tabs) drafts a patch that applies and
+    keeps the file's line endings and BOM."""
+    pytest.importorskip("libcst", reason="migrate init needs the init extra (libcst)")
+    repo, _ = make_repo({"README.md": "x\n"})
+    (repo / "train.py").write_bytes(bom + CRLF_TRAIN.replace("\n", "\r\n").encode())
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "crlf")
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    project = tmp_path / "project"
+    args = ["init", "crlf", "--upstream", "https://example.invalid/x.git", "--commit", commit]
+    result = migrate(
+        *args, "--source", str(repo), "--entry", "train.py", "--project-dir", str(project)
+    )
+    assert result.returncode == 0, result.stderr
+    recipe = project / "recipes" / "crlf.toml"
+    ws = tmp_path / "ws"
+    common = ("--recipe", str(recipe), "--workspace", str(ws))
+    assert migrate("fetch", "--source", str(repo), *common).returncode == 0
+    applied = migrate("apply", *common)
+    assert applied.returncode == 0, applied.stderr
+    data = (ws / "train.py").read_bytes()
+    assert data.startswith(bom + b"try:") and b"\xef\xbb\xbf" not in data[len(bom) :]
+    assert b"mark_step" in data
+    lines = data.split(b"\n")[:-1]
+    assert lines and all(line.endswith(b"\r") for line in lines), data
+
+
+def test_git_output_keeps_carriage_returns(tmp_path: Path, make_repo) -> None:
+    """Item 16 (the class): git's output is not newline-translated, so a CRLF file's edit is
+    refreshed into the patch with its CRs, and the stage reapplies to a clean workspace."""
+    from test_safety_faults import _project
+
+    project = _project(tmp_path, make_repo, {"one": ""}, {"w.txt": "a\r\nb\r\n"})
+    assert _cli(project, "apply").returncode == 0
+    (project.ws / "w.txt").write_bytes(b"a\r\nB\r\n")
+    assert _cli(project, "refresh", "one").returncode == 0
+    assert b"+B\r\n" in project.patch("one").read_bytes()
+    assert git(project.ws, "status", "--porcelain") == ""
+    assert _cli(project, "revert", "upstream").returncode == 0
+    assert _cli(project, "apply").returncode == 0
+    assert (project.ws / "w.txt").read_bytes() == b"a\r\nB\r\n"
+
+
+def test_checkpoint_dest_is_never_a_device_or_fifo(tmp_path: Path) -> None:
+    """Item 5: `checkpoint download --dest` renames a finished .part over its target, so a
+    FIFO (or device) there is refused, not replaced; a symlink is followed."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    recipe = _toy_recipe(tmp_path)
+    recipe.write_text(
+        recipe.read_text().replace(
+            "[[stages]]",
+            '[checkpoint]\nurl = "http://127.0.0.1:9/m"\npath = "m.ckpt"\n\n[[stages]]',
+        )
+    )
+    args = ("checkpoint", "download", "--recipe", str(recipe), "--retries", "0")
+    args += ("--url", "http://127.0.0.1:9/x", "--dest", str(fifo))
+    assert "regular file" in _one_line_error(migrate(*args))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert not (tmp_path / "fifo.part").exists()

@@ -54,7 +54,7 @@ def download(
       migrate checkpoint download --url http://mirror.local/model.ckpt --dest /data/model.ckpt
     """
     from migrate.models.checkpoint import download as fetch
-    from migrate.outfile import inside
+    from migrate.outfile import inside, regular_target
     from migrate.recipe import load_recipe
     from migrate.workspace import path_for
 
@@ -62,7 +62,7 @@ def download(
     spec = loaded.checkpoint_spec()
     ws = path_for(loaded, workspace)
     # Resolved on disk: a symlink in the workspace cannot send the download elsewhere.
-    target = dest or inside(ws, spec.path, "checkpoint path")
+    target = regular_target(dest or inside(ws, spec.path, "checkpoint path"), "--dest")
     console = Console(stderr=True)
     with Progress(
         "[progress.description]{task.description}",
