@@ -67,6 +67,7 @@ REPOSITORY_VARS = frozenset(
         "GIT_CEILING_DIRECTORIES",
         "GIT_DISCOVERY_ACROSS_FILESYSTEM",
         "GIT_QUARANTINE_PATH",
+        "GIT_ATTR_SOURCE",
     }
 )
 

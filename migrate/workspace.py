@@ -149,6 +149,8 @@ def _run_clone(source: str, workspace: Path, report: Progress) -> None:
         "git",
         "-c",
         f"core.hooksPath={os.devnull}",
+        "-c",
+        "core.fsmonitor=false",
         "clone",
         "--template=",
         "--no-checkout",

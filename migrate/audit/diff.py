@@ -52,7 +52,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.audit.report import Report, build
-from migrate.render import escape, h, html_page, md_code, md_table, printable
+from migrate.render import escape, h, html_page, md_cell, md_code, md_table, printable
 
 DEFAULT_LABELS = ("before", "after")
 _SITE_PACKAGES = re.compile(r"^.*[/\\](?:site|dist)-packages[/\\]")
@@ -544,7 +544,7 @@ def _md_table(headers: Sequence[str], rows: list[list[str]], limit: int | None) 
 
 
 def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
-    lines = ["## GPU Migration log diff", "", _summary(d) + ".", ""]
+    lines = ["## GPU Migration log diff", "", md_cell(_summary(d)) + ".", ""]
     for title, changes, label in (("Tags", d.tags, "tag"), ("APIs", d.apis, "API")):
         if changes:
             lines += [

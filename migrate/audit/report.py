@@ -521,7 +521,7 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
         f"**{len(report.call_sites)}** call sites, **{total_mis}** mismatch record(s), "
         f"{report.malformed_total} malformed line(s).",
         "",
-        root_line(report),
+        md_cell(root_line(report)),  # the root may come from a run folder's run.json
         "",
         "### By tag",
         "",

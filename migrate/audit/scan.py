@@ -682,7 +682,7 @@ def _headline(result: ScanResult) -> str:
 
 def render_markdown(result: ScanResult, limit: int | None = 50) -> str:
     """Markdown for a pull request or an issue."""
-    out = ["## CUDA usage scan", "", _headline(result) + f"`{result.root}`.", ""]
+    out = ["## CUDA usage scan", "", _headline(result) + md_code(str(result.root)) + ".", ""]
     for level, title, intro, headers, rows in _sections(result):
         out += ["#" * level + " " + title, ""]
         if intro:
