@@ -800,3 +800,13 @@ def test_checkpoint_dest_is_never_a_device_or_fifo(tmp_path: Path) -> None:
     assert "regular file" in _one_line_error(migrate(*args))
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     assert not (tmp_path / "fifo.part").exists()
+
+
+def test_resume_of_a_tampered_run_json_is_bad_input(tmp_path: Path) -> None:
+    """Item 12: `run --resume` rereads run.json before updating it: a list there is one line
+    (BadInput), not a traceback."""
+    from migrate import pipeline
+
+    (tmp_path / "run.json").write_text('["not", "an", "object"]')
+    with pytest.raises(BadInput, match="run.json"):
+        pipeline._write_run_file(tmp_path, None, None, None, None, [])  # type: ignore[arg-type]
