@@ -30,7 +30,6 @@ from migrate.smoke.metrics import (
     METRICS_FILE,
     ROUND_PREFIX,
     StageMetrics,
-    load_metrics,
     read_metrics,
 )
 from migrate.stats import MIN_ROUNDS, THRESHOLD, Ratio, Summary, paired_ratio, summarize
@@ -115,7 +114,7 @@ def load_run(run_dir: Path) -> RunReport:
     for name in names:
         metrics = found[name]
         report = StageReport(metrics, log_by_tag=_log_counts(_logs(run_dir, name, metrics)))
-        _measure(report, run_dir / name)
+        _measure(report, run_dir / name, unreadable)
         if stages:
             prev, first = stages[-1], stages[0]
             match = _same_samples(run_dir / prev.name, prev.metrics, run_dir / name, metrics)
@@ -163,11 +162,21 @@ def round_dirs(stage_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(ROUND_PREFIX) :]))
 
 
-def _measure(report: StageReport, stage_dir: Path) -> None:
-    """Gather the stage's rounds and summarise its latency over all of them."""
-    report.rounds = [report.metrics] + [
-        m for d in round_dirs(stage_dir) if (m := load_metrics(d)) is not None
-    ]
+def _measure(
+    report: StageReport, stage_dir: Path, unreadable: dict[str, str] | None = None
+) -> None:
+    """Gather the stage's rounds and summarise its latency over all of them.
+
+    A round whose metrics.json does not validate is left out and named in `unreadable`.
+    """
+    report.rounds = [report.metrics]
+    for folder in round_dirs(stage_dir):
+        try:
+            report.rounds.append(read_metrics(folder))
+        except (OSError, ValueError) as exc:
+            if unreadable is not None and (folder / METRICS_FILE).exists():
+                why = getattr(exc, "strerror", None) or str(exc)
+                unreadable[f"{stage_dir.name}/{folder.name}"] = why
     ok = [m for m in report.rounds if m.ok]
     report.first_batch = summarize([m.timing.batch_s[0] for m in ok if m.timing.batch_s])
     report.latency = summarize([x for r in report.steady_by_round() for x in r])

@@ -810,3 +810,15 @@ def test_resume_of_a_tampered_run_json_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text('["not", "an", "object"]')
     with pytest.raises(BadInput, match="run.json"):
         pipeline._write_run_file(tmp_path, None, None, None, None, [])  # type: ignore[arg-type]
+
+
+def test_a_tampered_round_is_named(tmp_path: Path) -> None:
+    """Item 12: a round (`<stage>/round-2/`) whose metrics do not validate is named in the
+    report's notes, not silently left out of the latency."""
+    from migrate import compare
+
+    run = _run_folder(tmp_path)
+    (run / "minimal" / "round-2").mkdir()
+    (run / "minimal" / "round-2" / "metrics.json").write_text('{"timing": "fast"}')
+    report = compare.load_run(run)
+    assert any("minimal/round-2" in note for note in compare.notes(report))
