@@ -2,8 +2,9 @@
 
 One place decides how a file is written, so that every command behaves alike:
 - a regular file (or a new one) is written to a temporary file beside it and renamed over it,
-  keeping the old file's permission bits (a new one gets the umask's), so a reader never sees
-  half a report and a failure leaves the old file as it was;
+  keeping the old file's permission bits and owner (a new one gets the umask's), so a reader
+  never sees half a report and a failure leaves the old file as it was; a file with other hard
+  links, or in a folder we may not write, is written in place;
 - a symlink is followed (the link stays, its target is written), as a shell's `>` does;
 - a character device or a FIFO (`/dev/null`, `/dev/stdout`, `<(...)`) is written through,
   never replaced by a regular file; a directory, a socket or a block device is refused;
@@ -16,6 +17,7 @@ workspace), against the disk, so that a symlink in it cannot send the write else
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -65,11 +67,15 @@ def write_bytes(
                 return target
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
             raise BadInput(f"{what} {target}: is {kind}; refused")
+        if info is not None and (info.st_nlink > 1 or not os.access(real.parent, os.W_OK)):
+            with open(real, "wb") as handle:  # in place: keeps hard links; no temp file possible
+                handle.write(data)
+            return target
         _replace(real, data, info)
     except OSError as exc:  # a missing folder, a read-only place, a name too long: one line
         folder = target.parent
         why = exc.strerror or str(exc)
-        if exc.errno != 36 and not _is_dir(folder):
+        if exc.errno != errno.ENAMETOOLONG and not _is_dir(folder):
             why = f"the folder {folder} does not exist"
         raise BadInput(f"{what} {_short(target)}: cannot write: {why}") from None
     return target
@@ -84,6 +90,11 @@ def _replace(real: Path, data: bytes, info: os.stat_result | None) -> None:
             handle.write(data)
         if info is not None:
             os.chmod(tmp, stat.S_IMODE(info.st_mode))
+            if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+                try:  # root rewriting a user's file: it stays the user's
+                    os.chown(tmp, info.st_uid, info.st_gid)
+                except OSError:
+                    pass
         os.replace(tmp, real)
     except BaseException:
         tmp.unlink(missing_ok=True)

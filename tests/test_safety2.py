@@ -223,6 +223,10 @@ def test_out_follows_a_symlink_and_keeps_the_mode(tmp_path: Path) -> None:
     assert stat.S_IMODE(real.stat().st_mode) == 0o640
     with pytest.raises(BadInput, match="directory"):
         outfile.write_text(tmp_path, "x")
+    other = tmp_path / "other-name.md"
+    os.link(real, other)
+    outfile.write_text(real, "newer")  # a hard link is written through, as `>` would
+    assert other.read_text() == "newer"
 
 
 def test_every_out_option_refuses_its_input(tmp_path: Path) -> None:
