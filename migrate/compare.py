@@ -103,9 +103,14 @@ def load_run(run_dir: Path) -> RunReport:
     for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         if (folder / METRICS_FILE).exists() or (folder / METRICS_FILE).is_symlink():
             try:
-                found[folder.name] = read_metrics(folder)
+                metrics = read_metrics(folder)
             except (OSError, ValueError) as exc:
                 unreadable[folder.name] = getattr(exc, "strerror", None) or str(exc)
+                continue
+            if metrics.stage != folder.name:  # the name builds paths: it must be the folder's
+                unreadable[folder.name] = f"it names another stage, {metrics.stage!r}"
+                continue
+            found[folder.name] = metrics
     names = [s for s in order if s in found] + sorted(s for s in found if s not in order)
     if not names:
         why = "".join(f"; {name}: {reason}" for name, reason in unreadable.items())

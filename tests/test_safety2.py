@@ -826,3 +826,15 @@ def test_a_tampered_round_is_named(tmp_path: Path) -> None:
     (run / "minimal" / "round-2" / "metrics.json").write_text('{"timing": "fast"}')
     report = compare.load_run(run)
     assert any("minimal/round-2" in note for note in compare.notes(report))
+
+
+def test_a_stage_named_unlike_its_folder_is_not_used(tmp_path: Path) -> None:
+    """Item 7: metrics.json's `stage` builds paths (samples, grids): one that is not its
+    folder's name (`../..`) is named in the notes, not followed."""
+    from migrate import compare
+
+    run = _run_folder(tmp_path)
+    _edit_metrics(run, "minimal", stage="../..")
+    report = compare.load_run(run)
+    assert [s.name for s in report.stages] == ["compat"]
+    assert any("minimal" in note and "../.." in note for note in compare.notes(report))
