@@ -838,3 +838,26 @@ def test_a_stage_named_unlike_its_folder_is_not_used(tmp_path: Path) -> None:
     report = compare.load_run(run)
     assert [s.name for s in report.stages] == ["compat"]
     assert any("minimal" in note and "../.." in note for note in compare.notes(report))
+
+
+def test_fetch_never_checks_out_over_a_users_repository(tmp_path: Path, make_repo) -> None:
+    """Item 8: finishing a half-made fetch is only for a clone fetch left unfinished; a
+    user's own checkout without our pinned ref is not switched or sparsed."""
+    project = build_project(tmp_path, make_repo, {"one": ONE}, fetch=False)
+    git(tmp_path, "clone", "-q", str(project.origin), str(project.ws))
+    (project.ws / "a.txt").write_text("my edit\n")
+    before = git(project.ws, "symbolic-ref", "HEAD")
+    _cli(project, "fetch", "--source", str(project.origin))
+    assert git(project.ws, "symbolic-ref", "HEAD") == before
+    assert (project.ws / "a.txt").read_text() == "my edit\n"
+    assert (project.ws / "data" / "big.bin").exists()  # not hidden by a sparse checkout
+
+
+def test_fetch_killed_during_the_clone_says_so(tmp_path: Path, make_repo) -> None:
+    """Item 8: a clone cut before it had the pinned commit is named as an unfinished fetch."""
+    project = build_project(tmp_path, make_repo, {"one": ONE}, fetch=False)
+    project.ws.mkdir()
+    git(project.ws, "init", "-q")
+    assert "earlier fetch stopped" in _one_line_error(
+        _cli(project, "fetch", "--source", str(project.origin)), code=1
+    )
