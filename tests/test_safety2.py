@@ -861,3 +861,13 @@ def test_fetch_killed_during_the_clone_says_so(tmp_path: Path, make_repo) -> Non
     assert "earlier fetch stopped" in _one_line_error(
         _cli(project, "fetch", "--source", str(project.origin)), code=1
     )
+
+
+def test_a_zstd_log_alone_says_why_nothing_was_read(tmp_path: Path) -> None:
+    """Item 14: `log report x.log.zst` says zstd, not only "no records"."""
+    zst = tmp_path / "x.log.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 32)
+    for fmt in ("table", "md"):
+        result = migrate("log", "report", str(zst), "--format", fmt)
+        assert result.returncode == 0, result.stderr
+        assert "zstd compressed" in result.stdout, result.stdout

@@ -380,6 +380,10 @@ def nothing_parsed(report: Report) -> str | None:
         if report.malformed_total
         else ""
     )
+    # A file that was not read at all (compressed as zstd, unreadable, a folder) says why.
+    unread = [f"{m.path}: {m.reason}" for m in report.malformed if m.line == 0]
+    if unread:
+        bad += f" ({'; '.join(unread[:3])}{'; ...' if len(unread) > 3 else ''})"
     return f"No GPU Migration records parsed from {', '.join(report.inputs)}{bad}."
 
 
