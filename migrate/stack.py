@@ -558,7 +558,8 @@ def _pause() -> None:
 def _message(recipe: Recipe, stage: Stage, sha: str) -> str:
     """Commit message: description, DEP-3 metadata, and the patch's hash as a trailer."""
     lines = [stage.description, "", f"Stage '{stage.name}' of recipe '{recipe.name}'."]
-    meta = {**patchfile.dep3(patchfile.split_header(stage.patch.read_text())[0]), **stage.meta}
+    header = patchfile.split_header(stage.patch.read_text(encoding="utf-8"))[0]  # any locale
+    meta = {**patchfile.dep3(header), **stage.meta}
     meta = {k: v for k, v in meta.items() if k.lower() not in RESERVED_TRAILERS}
     if meta:
         lines += [""] + [f"{key}: {value}" for key, value in meta.items()]
@@ -884,7 +885,8 @@ def refresh(recipe: Recipe, ws: Path, name: str, notify: Notify | None = None) -
         if re.search(r"^Binary files .* differ$", diff, re.M):
             raise PatchError(f"{ws}: binary changes cannot go into a stage patch; undo them first")
         _refuse_undecodable(ws, diff)
-        old = stage.patch.read_text() if stage.patch.exists() else ""
+        # Bytes as they are (CRLF kept), UTF-8 whatever the locale: compared with the new text.
+        old = stage.patch.read_bytes().decode("utf-8") if stage.patch.exists() else ""
         header = patchfile.split_header(old)[0]
         if header and not header.endswith("\n"):
             header += "\n"

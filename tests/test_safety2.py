@@ -871,3 +871,16 @@ def test_a_zstd_log_alone_says_why_nothing_was_read(tmp_path: Path) -> None:
         result = migrate("log", "report", str(zst), "--format", fmt)
         assert result.returncode == 0, result.stderr
         assert "zstd compressed" in result.stdout, result.stdout
+
+
+def test_apply_and_refresh_under_an_ascii_locale(tmp_path: Path, make_repo) -> None:
+    """Item 13: a patch header with non-ASCII text (`Author: Café`) applies and refreshes
+    under `LC_ALL=C PYTHONUTF8=0`: patch files are UTF-8 whatever the locale."""
+    project = build_project(tmp_path, make_repo, {"one": "Author: Caf\u00e9 <c@x>\n" + ONE})
+    ascii_env = {"LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    applied = _cli(project, "apply", env=ascii_env)
+    assert applied.returncode == 0, applied.stderr
+    (project.ws / "a.txt").write_text((project.ws / "a.txt").read_text() + "more\n")
+    refreshed = _cli(project, "refresh", "one", env=ascii_env)
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert project.patch("one").read_text(encoding="utf-8").startswith("Author: Caf\u00e9")
