@@ -886,7 +886,10 @@ def refresh(recipe: Recipe, ws: Path, name: str, notify: Notify | None = None) -
             raise PatchError(f"{ws}: binary changes cannot go into a stage patch; undo them first")
         _refuse_undecodable(ws, diff)
         # Bytes as they are (CRLF kept), UTF-8 whatever the locale: compared with the new text.
-        old = stage.patch.read_bytes().decode("utf-8") if stage.patch.exists() else ""
+        try:
+            old = stage.patch.read_bytes().decode("utf-8") if stage.patch.exists() else ""
+        except UnicodeDecodeError:
+            raise PatchError(f"{stage.patch}: not a UTF-8 text patch (binary?)") from None
         header = patchfile.split_header(old)[0]
         if header and not header.endswith("\n"):
             header += "\n"
