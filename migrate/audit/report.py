@@ -375,13 +375,14 @@ def nothing_parsed(report: Report) -> str | None:
     """One line instead of empty tables when the inputs held no record at all."""
     if report.records:
         return None
-    bad = (
-        f" ({report.malformed_total} line(s) that are not log records: is it a GPU Migration log?)"
-        if report.malformed_total
-        else ""
-    )
     # A file that was not read at all (compressed as zstd, unreadable, a folder) says why.
     unread = [f"{m.path}: {m.reason}" for m in report.malformed if m.line == 0]
+    lines = report.malformed_total - len(unread)
+    bad = (
+        f" ({lines} line(s) that are not log records: is it a GPU Migration log?)"
+        if lines > 0
+        else ""
+    )
     if unread:
         bad += f" ({'; '.join(unread[:3])}{'; ...' if len(unread) > 3 else ''})"
     return f"No GPU Migration records parsed from {', '.join(report.inputs)}{bad}."
