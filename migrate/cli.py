@@ -7,6 +7,7 @@ rendered here, in one place: one line and an exit code, a traceback only with --
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = sys.argv[1:] if argv is None else list(argv)
     debug = False
+    _never_fail_to_print()
     try:
         # Shell completion (README): click does it in cli.main(), which this entry point skips.
         instruction = os.environ.get(COMPLETE_VAR)
@@ -176,9 +178,46 @@ def main(argv: list[str] | None = None) -> None:
     except MigrateError as exc:
         if debug:
             raise
+        from migrate.render import printable  # the message may quote untrusted input
+
         # One line, never wrapped; click, not rich: start-up time is paid by every command.
-        click.echo(f"{click.style('error:', fg='red', bold=True)} {exc}", err=True)
+        message = printable(str(exc)).replace("\n", " ")
+        click.echo(f"{click.style('error:', fg='red', bold=True)} {message}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.secho("interrupted", fg="red", err=True)
         sys.exit(130)
+    except OSError as exc:  # a path the system refuses (too long, unreadable, a loop): one line
+        if debug:
+            raise
+        click.echo(f"{click.style('error:', fg='red', bold=True)} {_os_error(exc)}", err=True)
+        sys.exit(2 if exc.errno in BAD_PATH_ERRNOS else 1)
+
+
+# A path given on the command line that the system refuses: bad input (exit 2), not a failure.
+BAD_PATH_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EINVAL}
+)
+
+
+def _os_error(exc: OSError) -> str:
+    """`PATH: reason`, a 5,000-character path cut in the middle, control characters shown."""
+    from migrate.render import printable
+
+    name = str(exc.filename) if exc.filename is not None else ""
+    if len(name) > 120:
+        name = f"{name[:60]}...{name[-40:]} ({len(name)} characters)"
+    reason = exc.strerror or str(exc)
+    return printable(f"{name}: {reason}" if name else reason)
+
+
+def _never_fail_to_print() -> None:
+    """Text the terminal's encoding cannot show (LC_ALL=C, PYTHONIOENCODING=ascii) is written
+    as `\\xe9`-style escapes rather than raising UnicodeEncodeError mid-output."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a closed or detached stream
+                pass

@@ -12,7 +12,6 @@ stage's sample grid, or JSON. Two runs (say CPU and CUDA) compare stage by stage
 from __future__ import annotations
 
 import base64
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,9 +23,26 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.errors import BadInput
-from migrate.render import h, html_inline, html_page, html_table, md_cell, md_table, plural
+from migrate.render import (
+    escape,
+    h,
+    html_inline,
+    html_page,
+    html_table,
+    md_cell,
+    md_code,
+    md_table,
+    plural,
+    printable,
+)
 from migrate.render import render as render_as
-from migrate.smoke.metrics import ROUND_PREFIX, StageMetrics, load_metrics
+from migrate.smoke import untrusted
+from migrate.smoke.metrics import (
+    METRICS_FILE,
+    ROUND_PREFIX,
+    StageMetrics,
+    read_metrics,
+)
 from migrate.stats import (
     INCONCLUSIVE,
     MIN_ROUNDS,
@@ -71,6 +87,7 @@ class RunReport:
     run_dir: Path
     run: dict[str, Any]
     stages: list[StageReport]
+    unreadable: dict[str, str] = field(default_factory=dict)  # stage folder -> why not shown
 
     @property
     def run_id(self) -> str:
@@ -97,19 +114,32 @@ def load_run(run_dir: Path) -> RunReport:
     if not run_dir.is_dir():
         raise BadInput(f"{run_dir}: no such run folder")
     try:
-        run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    except ValueError as exc:
-        raise BadInput(f"{run_file}: not valid JSON: {exc}") from exc
+        run = untrusted.check_run(untrusted.read_json(run_file)) if run_file.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{run_file}: {getattr(exc, 'strerror', None) or exc}") from None
     order = list(run.get("order") or run.get("stages") or [])
-    found = {p.name: m for p in run_dir.iterdir() if p.is_dir() and (m := load_metrics(p))}
+    found: dict[str, StageMetrics] = {}
+    unreadable: dict[str, str] = {}  # stage folder -> why its metrics.json was not used
+    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        if (folder / METRICS_FILE).exists() or (folder / METRICS_FILE).is_symlink():
+            try:
+                metrics = read_metrics(folder)
+            except (OSError, ValueError) as exc:
+                unreadable[folder.name] = getattr(exc, "strerror", None) or str(exc)
+                continue
+            if metrics.stage != folder.name:  # the name builds paths: it must be the folder's
+                unreadable[folder.name] = f"it names another stage, {metrics.stage!r}"
+                continue
+            found[folder.name] = metrics
     names = [s for s in order if s in found] + sorted(s for s in found if s not in order)
     if not names:
-        raise BadInput(f"{run_dir}: no stage results (metrics.json) in this run folder")
+        why = "".join(f"; {name}: {reason}" for name, reason in unreadable.items())
+        raise BadInput(f"{run_dir}: no stage results (metrics.json) in this run folder{why}")
     stages: list[StageReport] = []
     for name in names:
         metrics = found[name]
-        report = StageReport(metrics, log_by_tag=_log_counts(run_dir / name / metrics.logs_dir))
-        _measure(report, run_dir / name)
+        report = StageReport(metrics, log_by_tag=_log_counts(_logs(run_dir, name, metrics)))
+        _measure(report, run_dir / name, unreadable)
         if stages:
             prev, first = stages[-1], stages[0]
             match = _same_samples(run_dir / prev.name, prev.metrics, run_dir / name, metrics)
@@ -119,10 +149,15 @@ def load_run(run_dir: Path) -> RunReport:
             report.vs_prev = paired_ratio(prev.steady_by_round(), report.steady_by_round())
             report.vs_first = paired_ratio(first.steady_by_round(), report.steady_by_round())
             report.log_changes = _log_changes(
-                run_dir / prev.name / prev.metrics.logs_dir, run_dir / name / metrics.logs_dir
+                _logs(run_dir, prev.name, prev.metrics), _logs(run_dir, name, metrics)
             )
         stages.append(report)
-    return RunReport(run_dir, run, stages)
+    return RunReport(run_dir, run, stages, unreadable)
+
+
+def _logs(run_dir: Path, stage: str, metrics: StageMetrics) -> Path | None:
+    """A stage's logs folder, when it is inside the run folder (on disk too)."""
+    return untrusted.contained(run_dir / stage, metrics.logs_dir, run_dir)
 
 
 def cross(a: RunReport, b: RunReport) -> list[CrossStage]:
@@ -152,11 +187,21 @@ def round_dirs(stage_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(ROUND_PREFIX) :]))
 
 
-def _measure(report: StageReport, stage_dir: Path) -> None:
-    """Gather the stage's rounds and summarise its latency over all of them."""
-    report.rounds = [report.metrics] + [
-        m for d in round_dirs(stage_dir) if (m := load_metrics(d)) is not None
-    ]
+def _measure(
+    report: StageReport, stage_dir: Path, unreadable: dict[str, str] | None = None
+) -> None:
+    """Gather the stage's rounds and summarise its latency over all of them.
+
+    A round whose metrics.json does not validate is left out and named in `unreadable`.
+    """
+    report.rounds = [report.metrics]
+    for folder in round_dirs(stage_dir):
+        try:
+            report.rounds.append(read_metrics(folder))
+        except (OSError, ValueError) as exc:
+            if unreadable is not None and (folder / METRICS_FILE).exists():
+                why = getattr(exc, "strerror", None) or str(exc)
+                unreadable[f"{stage_dir.name}/{folder.name}"] = why
     ok = [m for m in report.rounds if m.ok]
     report.first_batch = summarize([m.timing.batch_s[0] for m in ok if m.timing.batch_s])
     report.latency = summarize([x for r in report.steady_by_round() for x in r])
@@ -220,7 +265,11 @@ def _same_samples(dir_a: Path, a: StageMetrics, dir_b: Path, b: StageMetrics) ->
     if not differing and len(a.samples) == len(b.samples):
         return SampleMatch(True, math.inf, 0, len(pairs))
     values = [
-        v for sa, sb in differing if (v := psnr(dir_a / sa.path, dir_b / sb.path)) is not None
+        v
+        for sa, sb in differing
+        if (pa := untrusted.contained(dir_a, sa.path, dir_a.parent))
+        and (pb := untrusted.contained(dir_b, sb.path, dir_b.parent))
+        and (v := psnr(pa, pb)) is not None
     ]
     return SampleMatch(False, min(values) if values else None, len(differing), len(pairs))
 
@@ -242,8 +291,8 @@ def psnr(path_a: Path, path_b: Path) -> float | None:
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-def _log_counts(logs: Path) -> dict[str, int]:
-    if not logs.is_dir() or not any(logs.rglob("*.log")):
+def _log_counts(logs: Path | None) -> dict[str, int]:
+    if logs is None or not logs.is_dir() or not any(logs.rglob("*.log")):
         return {}
     from migrate.audit.report import build
 
@@ -251,10 +300,10 @@ def _log_counts(logs: Path) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(by_tag.items())}
 
 
-def _log_changes(before: Path, after: Path) -> dict[str, Any] | None:
+def _log_changes(before: Path | None, after: Path | None) -> dict[str, Any] | None:
     """Migration-log call sites that appeared, disappeared or changed count between stages,
     and the per-API count changes (from `migrate.audit.diff`)."""
-    has = [d.is_dir() and any(d.rglob("*.log")) for d in (before, after)]
+    has = [d is not None and d.is_dir() and any(d.rglob("*.log")) for d in (before, after)]
     if not any(has):
         return None
     from migrate.audit.diff import diff
@@ -515,6 +564,8 @@ def notes(report: RunReport, *, failures: bool = True) -> list[str]:
             "change from a noisy machine."
         )
     lines += _noisy_notes(report)
+    for name, why in report.unreadable.items():
+        lines.append(f"Stage folder {name} not shown: its metrics.json cannot be used ({why}).")
     for s in report.stages if failures else []:
         if not s.metrics.ok:
             lines.append(  # why is in its Status cell: a failure is reported once
@@ -535,7 +586,7 @@ def render_table(
         _rich_table(f"run {report.run_id}", *transposed(*table_rows(report)))
     ]
     parts += [Text(line, style="dim") for line in LEGEND]
-    parts += [Text(line, style="yellow") for line in notes(report, failures=failures)]
+    parts += [Text(printable(line), style="yellow") for line in notes(report, failures=failures)]
     if against is not None:
         parts.append(
             _rich_table(
@@ -547,11 +598,11 @@ def render_table(
 
 
 def _rich_table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=escape(title), show_lines=False)
     for header in headers:
-        table.add_column(header, overflow="fold")
+        table.add_column(escape(header), overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # run folders are input from elsewhere
     return table
 
 
@@ -560,37 +611,34 @@ def render_text(report: RunReport, against: RunReport | None = None) -> str:
     lines = _columns(*transposed(*table_rows(report)))
     if against is not None:
         lines += ["", *_columns(*transposed(*cross_rows(cross(report, against))))]
-    return "\n".join(lines + LEGEND + notes(report)) + "\n"
+    return printable("\n".join(lines + LEGEND + notes(report))) + "\n"
 
 
 def render_markdown(report: RunReport, against: RunReport | None = None) -> str:
     """PR-ready Markdown: the table, the notes, and the cross-run table with --against."""
     headers, rows = table_rows(report)
     run = report.run
-    lines = [f"## migrate run `{report.run_id}`", ""]
-    if run:
+    lines = [f"## migrate run {md_code(report.run_id)}", ""]
+    if run:  # run.json is input from elsewhere: every value in a code span or escaped
         lines += [
-            f"Recipe `{run.get('recipe')}`, upstream `{run.get('upstream')}` at "
-            f"`{str(run.get('commit', ''))[:12]}`.",
+            f"Recipe {md_code(str(run.get('recipe')))}, upstream "
+            f"{md_code(str(run.get('upstream')))} at {md_code(str(run.get('commit', ''))[:12])}.",
             "",
         ]
     lines += _md_table(headers, rows)
-    lines += ["", "<sub>", "", *(f"- {md_cell(n)}" for n in LEGEND), "", "</sub>"]
+    lines += ["", "<sub>", "", *(f"- {n}" for n in LEGEND), "", "</sub>"]
     extra = notes(report)
     if extra:
-        lines += [""] + [f"- {n}" for n in extra]
+        lines += [""] + [f"- {md_cell(n)}" for n in extra]
     if against is not None:
         h2, r2 = cross_rows(cross(report, against))
-        lines += ["", f"### `{report.run_id}` (A) vs `{against.run_id}` (B)", ""]
+        lines += ["", f"### {md_code(report.run_id)} (A) vs {md_code(against.run_id)} (B)", ""]
         lines += _md_table(h2, r2)
     return "\n".join(lines) + "\n"
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    return md_table(headers, [[cell(c) for c in row] for row in rows])
+    return md_table(headers, [[md_cell(c) for c in row] for row in rows])
 
 
 def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, Any]:
@@ -681,7 +729,11 @@ def render_html(report: RunReport, against: RunReport | None = None) -> str:
         cells = []
         for s in rep.stages:
             m = s.metrics
-            grid = rep.run_dir / s.name / m.grids[0].path if m.grids else None
+            grid = (
+                untrusted.contained(rep.run_dir / s.name, m.grids[0].path, rep.run_dir)
+                if m.grids
+                else None
+            )
             if grid is not None and grid.is_file():
                 img = f'<img src="{_data_uri(grid)}" alt="{h(s.name)} grid">'
             else:
@@ -744,8 +796,16 @@ def render(report: RunReport, fmt: str, against: RunReport | None = None) -> str
 
 
 def write(report: RunReport, fmt: str, path: Path, against: RunReport | None = None) -> Path:
-    """Write the rendered report to `path` (through a temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(report, fmt, against), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Write the rendered report to `path` (`outfile`: atomic, never over a run's own files)."""
+    from migrate import outfile
+
+    inputs = [f for r in (report, against) if r is not None for f in _read_files(r)]
+    return outfile.write_text(path, render(report, fmt, against), inputs=inputs)
+
+
+def _read_files(report: RunReport) -> list[Path]:
+    """The files a report is made from: run.json and everything in its stages' folders."""
+    files = [report.run_dir / "run.json"]
+    for stage in report.stages:
+        files += [p for p in (report.run_dir / stage.name).rglob("*") if p.is_file()]
+    return files

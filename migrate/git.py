@@ -34,12 +34,55 @@ ISOLATED = {
     "GIT_TERMINAL_PROMPT": "0",
     "GIT_PAGER": "cat",
     "LC_ALL": "C",
+    # No hooks run in a workspace, whatever a template or a config put in place.
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "core.hooksPath",
+    "GIT_CONFIG_VALUE_0": os.devnull,
 }
+
+# Variables that tell git which repository, index or objects to use (`git rev-parse
+# --local-env-vars`, git 2.39, plus the ones that move refs or seed a clone): set in the
+# user's shell (a hook, `git rebase -x`, a wrapper) they would send our commits, tags and
+# checkouts into another repository. Every git we run starts without them.
+REPOSITORY_VARS = frozenset(
+    {
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_CONFIG",
+        "GIT_CONFIG_PARAMETERS",
+        "GIT_CONFIG_COUNT",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_IMPLICIT_WORK_TREE",
+        "GIT_GRAFT_FILE",
+        "GIT_INDEX_FILE",
+        "GIT_NO_REPLACE_OBJECTS",
+        "GIT_REPLACE_REF_BASE",
+        "GIT_PREFIX",
+        "GIT_INTERNAL_SUPER_PREFIX",
+        "GIT_SHALLOW_FILE",
+        "GIT_COMMON_DIR",
+        "GIT_NAMESPACE",
+        "GIT_TEMPLATE_DIR",
+        "GIT_CEILING_DIRECTORIES",
+        "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+        "GIT_QUARANTINE_PATH",
+        "GIT_ATTR_SOURCE",
+    }
+)
+
+
+CONFIG_PAIRS = ("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")  # counted by GIT_CONFIG_COUNT
 
 
 def env(extra: Mapping[str, str] | None = None, isolated: bool = True) -> dict[str, str]:
-    """The environment for a git child process."""
-    result = dict(os.environ)
+    """The environment for a git child process: never the caller's repository variables."""
+    result = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in REPOSITORY_VARS
+        and not key.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+    }
     if isolated:
         result.update(ISOLATED)
     result.update(extra or {})
@@ -55,21 +98,29 @@ def run(
     input: str | None = None,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `git [-C repo] args`; raise GitError on a non-zero exit when `check`."""
+    """Run `git [-C repo] args`; raise GitError on a non-zero exit when `check`.
+
+    Text in and out is decoded here, not by subprocess's text mode: that one translates
+    `\\r\\n` to `\\n` (universal newlines), which silently rewrote CRLF files' contents,
+    diffs and blobs. Undecodable bytes are kept as surrogates (file contents need not be UTF-8).
+    """
     argv = ["git"] + (["-C", str(repo)] if repo is not None else []) + list(args)
     try:
-        result = subprocess.run(
+        raw = subprocess.run(
             argv,
             env=env(extra_env, isolated),
             capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="surrogateescape",  # file contents need not be UTF-8
-            input=input,
+            input=None if input is None else input.encode("utf-8", "surrogateescape"),
             timeout=timeout,
         )
     except FileNotFoundError as exc:
         raise MigrateError("git is not installed (or not on PATH): migrate needs it") from exc
+    result = subprocess.CompletedProcess(
+        raw.args,
+        raw.returncode,
+        raw.stdout.decode("utf-8", "surrogateescape"),
+        raw.stderr.decode("utf-8", "surrogateescape"),
+    )
     if check and result.returncode != 0:
         raise GitError(args, result.returncode, result.stderr)
     return result

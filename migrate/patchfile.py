@@ -25,6 +25,13 @@ from migrate.errors import PatchError
 DIFF_START = re.compile(r"^(diff --git |--- )")
 # Paths named on git's extended header lines (renames/copies), beside ---/+++.
 EXTENDED_PATH = re.compile(r"^(rename from|rename to|copy from|copy to) (.+)$")
+# Lines that give a file mode, read as git's apply.c reads them (`strtoul(text, 8)`: leading
+# blanks skipped, any number of octal digits, then a blank or the end), so that `0120000`,
+# `120777` or `120000 ` are the symlinks git makes of them.
+MODE_LINE = re.compile(r"^(old mode|new mode|deleted file mode|new file mode) (.*)$")
+INDEX_MODE = re.compile(r"^index [0-9a-fA-F]+\.\.[0-9a-fA-F]+ (.*)$")
+FILE_TYPE_BITS = 0o170000
+REGULAR_FILE = 0o100000
 DEP3_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):\s?(.*)$")
 # A path component git treats as `.git` (its verify_path, core.protectNTFS, on by default):
 # any case, trailing dots/spaces, the 8.3 short name `git~1`, an NTFS stream (`:...`).
@@ -115,6 +122,7 @@ def parse(path: Path) -> ParsedPatch:
     created: list[str] = []
     hunks: list[Hunk] = []
     for lineno, line in enumerate(text.splitlines(), 1):
+        _check_mode(path, lineno, line)
         match = EXTENDED_PATH.match(line)
         if match:
             files.append(_safe_path(path, lineno, match.group(2), strip=0))
@@ -172,6 +180,26 @@ def check_workspace(patch: ParsedPatch, workspace: Path) -> None:
                 raise PatchError(f"{patch.path}: {rel}: goes through the symlink {link}; refused")
         if not (workspace / rel).resolve().is_relative_to(root):
             raise PatchError(f"{patch.path}: {rel}: resolves outside the workspace; refused")
+
+
+def _check_mode(path: Path, lineno: int, line: str) -> None:
+    """Refuse a mode line that makes anything but a regular file (symlink, submodule)."""
+    match = MODE_LINE.match(line) or INDEX_MODE.match(line)
+    if match is None:
+        return
+    raw = match.group(match.lastindex or 1)
+    digits = re.match(r"[ \t\n\v\f\r]*([0-7]+)(?:[ \t\n\v\f\r]|$)", raw)
+    if digits is None:
+        raise PatchError(f"{path}:{lineno}: unreadable file mode {raw!r}; refused")
+    mode = int(digits.group(1), 8)
+    if mode & FILE_TYPE_BITS != REGULAR_FILE:
+        kind = {0o120000: "a symlink", 0o160000: "a submodule"}.get(
+            mode & FILE_TYPE_BITS, "not a regular file"
+        )
+        raise PatchError(
+            f"{path}:{lineno}: mode {digits.group(1)} is {kind}: a stage may only make regular "
+            "files; refused"
+        )
 
 
 def _is_empty_patch(text: str) -> bool:

@@ -576,9 +576,16 @@ def _write_run_file(
     kind: str = "run",
 ) -> None:
     """run.json: the recipe, the options and the stage order; kept across --resume."""
+    from migrate.smoke import untrusted
+
     path = run_dir / RUN_FILE
-    data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    known = data.get("stages", [])
+    data: dict[str, Any] = {}
+    try:  # a run folder resumed may have been edited: validated like any run folder
+        if path.is_file():
+            data = untrusted.check_run(untrusted.read_json(path))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    known = data.get("stages") or []
     data.update(
         {
             "run_id": run_dir.name,

@@ -46,6 +46,9 @@ PROJECT_ROOT = locations.shipped()
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 # Stage names become git tags (stage/<name>) and folder names: plain characters, and a valid
 # git ref component (see `valid_stage_name`).
+# Commit-message trailers migrate writes into each stage commit (`migrate.stack`): a recipe's
+# metadata may not use them, or it would shadow the patch hash a stale stage is found by.
+RESERVED_TRAILERS = frozenset({"migrate-stage", "migrate-patch-sha256"})
 STAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEP3_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
 UPSTREAM = (
@@ -246,11 +249,13 @@ def resolve(name_or_path: str | Path, root: Path | None = None) -> Path:
     text = str(name_or_path)
     if text.endswith(".toml") or "/" in text or "\\" in text:
         return Path(text).expanduser().resolve()
+    # Resolved once, here: a recipe reached through a symlink is the file it points to, by
+    # name (its patches/, its upstream/ folder) and by path, however it was named.
     if root is not None:
-        return root / "recipes" / f"{text}.toml"
+        return (root / "recipes" / f"{text}.toml").resolve()
     for folder in locations.recipe_dirs():
         if (folder / f"{text}.toml").is_file():
-            return folder / f"{text}.toml"
+            return (folder / f"{text}.toml").resolve()
     return PROJECT_ROOT / "recipes" / f"{text}.toml"
 
 
@@ -275,10 +280,19 @@ def load_recipe(name_or_path: str | Path, *, check_patches: bool = True) -> Reci
     if not path.is_file():
         known = ", ".join(p.stem for p in available()) or "none"
         raise RecipeError(f"{path}: no such recipe file (shipped recipes: {known})")
+    if not STAGE_NAME_RE.fullmatch(path.stem) or ".." in path.stem:
+        raise RecipeError(
+            f"{path}: '{path.stem}' is not a usable recipe name: the file name (without .toml) "
+            "names patches/<name>/ and upstream/<name>/ (letters, digits, '_', '.', '-')"
+        )
     try:
         data = toml.loads(path.read_text(encoding="utf-8"))
     except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise RecipeError(f"{path}: not valid TOML: nested too deeply") from None
+    except OSError as exc:  # a device, /proc/self/mem, a folder: one line
+        raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return _validate(path, data, check_patches)
 
 
@@ -435,6 +449,8 @@ def _validate(path: Path, data: dict[str, Any], check_patches: bool) -> Recipe:
         for key, value in meta.data.items():
             if not DEP3_KEY_RE.fullmatch(key) or not isinstance(value, str):
                 raise meta.fail(key, 'DEP-3 fields are Name = "text"')
+            if key.lower() in RESERVED_TRAILERS:
+                raise meta.fail(key, "is reserved: migrate writes this trailer itself")
         stages.append(Stage(stage_name, description.strip(), patch, dict(meta.data)))
     return Recipe(
         name=name,

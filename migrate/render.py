@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable, Container, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,34 @@ if TYPE_CHECKING:  # rich only for type hints: importing it costs every command 
     from rich.console import RenderableType
 
 FORMATS = ("table", "json", "md", "html")
+
+# Characters a terminal acts on (ESC sequences, BEL, CR, backspace: C0, DEL, C1) and the
+# bidirectional overrides that reorder what is shown. Tab and newline are kept.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# What Markdown acts on inside text: raw HTML and entities, links and images, code spans,
+# table cells, and the backslash itself.
+_MARKDOWN = re.compile(r"([\\`\[\]<>!|&])")
+
+
+def printable(text: str) -> str:
+    """Untrusted text made safe to show: control characters become visible `\\xNN` escapes.
+
+    Every renderer below applies it, so no log line, run folder or file name can move the
+    cursor, clear the screen or retitle the terminal, in the table or in Markdown/HTML.
+    """
+    return _CONTROL.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
+
+
+def escape(text: str) -> str:
+    """Untrusted text for rich markup (a table cell): control characters and `[tags]` escaped."""
+    from rich.markup import escape as markup
+
+    return markup(printable(text))
 
 
 def plural(n: int, word: str) -> str:
@@ -51,14 +80,20 @@ def render(
 
 
 def md_cell(text: str) -> str:
-    """Text safe in a Markdown table cell: no column break, no line break."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Text safe in Markdown (a table cell, a list item): no HTML, link, image, code span,
+    column or line break can come from it; what it says is shown as it is."""
+    text = _MARKDOWN.sub(r"\\\1", printable(text))
+    return re.sub(r"\r\n|[\r\n]", " ", text)
 
 
 def md_code(text: str) -> str:
-    """Text as inline code in a table cell (backslashes stay literal inside code spans)."""
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
+    """Text as inline code (a table cell): the fence is longer than any run of backticks in it,
+    so the text cannot close the span; inside a code span HTML is never interpreted."""
+    text = re.sub(r"\r\n|[\r\n]", " ", printable(text)).replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if longest or text.startswith(" ") or text.endswith(" ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def md_table(
@@ -106,7 +141,7 @@ tr.mis td{background:#fef3f2}
 
 def h(text: str | None) -> str:
     """HTML-escape text (None is empty), quotes included: safe in elements and attributes."""
-    return html.escape(text or "", quote=True)
+    return html.escape(printable(text or ""), quote=True)
 
 
 def html_inline(text: str) -> str:

@@ -22,6 +22,7 @@ before its commit, so a test can kill the process mid-stage or contend for the l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,10 +32,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrate import git, patchfile, workspace
+from migrate import git, outfile, patchfile, workspace
 from migrate.errors import BadInput, ConflictError, DirtyWorkspace, MigrateError, PatchError
 from migrate.lock import workspace_lock
-from migrate.recipe import UPSTREAM, Recipe, Stage
+from migrate.recipe import RESERVED_TRAILERS, UPSTREAM, Recipe, Stage
 
 Notify = Callable[[str], None]
 
@@ -246,11 +247,12 @@ def _stale(recipe: Recipe, ws: Path, applied: list[str]) -> list[str]:
     for name in applied:
         stage = recipe.stage(name)
         message = git.out(ws, "log", "-1", "--format=%B", stage.tag)
-        recorded = re.search(rf"^{SHA_TRAILER}: (\w+)$", message, re.M)
+        # Ours is the last trailer of the message: a header field of the same name comes first.
+        recorded = re.findall(rf"^{SHA_TRAILER}: (\w+)$", message, re.M)
         if (
             not stage.patch.is_file()
             or not recorded
-            or recorded[1] != patchfile.sha256(stage.patch)
+            or recorded[-1] != patchfile.sha256(stage.patch)
         ):
             stale.append(name)
     return stale
@@ -285,11 +287,21 @@ def _read_journal(ws: Path) -> dict | None:
         return {"op": "unknown", "stage": "?", "restore_to": None, "files": []}
 
 
-def _write_journal(ws: Path, op: str, stage: str, restore_to: str, files: list[str]) -> None:
+def _write_journal(
+    ws: Path,
+    op: str,
+    stage: str,
+    restore_to: str,
+    files: list[str],
+    replaces: str | None = None,
+    patch: str | None = None,
+) -> None:
     """Record how to undo what is about to happen, durably, before it happens."""
     path = _journal_path(ws)
     tmp = path.with_suffix(".tmp")
     data = {"op": op, "stage": stage, "restore_to": restore_to, "files": files, "pid": os.getpid()}
+    if replaces:
+        data["replaces"], data["patch"] = replaces, patch
     with open(tmp, "w") as handle:
         json.dump(data, handle)
         handle.flush()
@@ -315,7 +327,20 @@ def _repair(recipe: Recipe, ws: Path, journal: dict) -> str:
     lock.unlink(missing_ok=True)  # left by the killed git (we hold the workspace lock)
     op, name, target = journal.get("op"), journal.get("stage"), journal.get("restore_to")
     head = git.rev(ws, "HEAD")
-    if op == "refresh" and head and git.rev(ws, f"{head}^") == target:
+    replaced = journal.get("replaces")
+    if op == "refresh" and head and replaced == head and target and _known_stage(recipe, name):
+        stage = recipe.stage(str(name))
+        if not stage.patch.is_file() or patchfile.sha256(stage.patch) != journal.get("patch"):
+            _clear_journal(ws)  # killed before the patch was written: nothing changed
+            return f"an interrupted refresh of stage '{name}' had changed nothing"
+        # Killed before its commit, after the patch was written: commit what it says.
+        files = [f for f in journal.get("files", []) if isinstance(f, str)]
+        if files:
+            git.run(ws, "add", "-u", "--", *files)
+        _commit_stage(recipe, ws, stage, target, head, _commit_env(recipe, ws))
+        _clear_journal(ws)
+        return f"finished an interrupted refresh of stage '{name}' (its patch was written)"
+    if op == "refresh" and head and head != replaced and git.rev(ws, f"{head}^") == target:
         git.run(ws, "tag", "-f", f"stage/{name}", head)  # the amended commit was made: keep it
         _clear_journal(ws)
         return f"finished an interrupted refresh of stage '{name}'"
@@ -334,6 +359,10 @@ def _repair(recipe: Recipe, ws: Path, journal: dict) -> str:
     _prune_tags(recipe, ws)
     _clear_journal(ws)
     return f"repaired an interrupted {_describe(journal)}: back at {_label(recipe, ws, target)}"
+
+
+def _known_stage(recipe: Recipe, name: object) -> bool:
+    return isinstance(name, str) and any(s.name == name for s in recipe.stages)
 
 
 def _unreadable_journal(ws: Path) -> str:
@@ -529,7 +558,9 @@ def _pause() -> None:
 def _message(recipe: Recipe, stage: Stage, sha: str) -> str:
     """Commit message: description, DEP-3 metadata, and the patch's hash as a trailer."""
     lines = [stage.description, "", f"Stage '{stage.name}' of recipe '{recipe.name}'."]
-    meta = {**patchfile.dep3(patchfile.split_header(stage.patch.read_text())[0]), **stage.meta}
+    header = patchfile.split_header(stage.patch.read_text(encoding="utf-8"))[0]  # any locale
+    meta = {**patchfile.dep3(header), **stage.meta}
+    meta = {k: v for k, v in meta.items() if k.lower() not in RESERVED_TRAILERS}
     if meta:
         lines += [""] + [f"{key}: {value}" for key, value in meta.items()]
     lines += ["", f"Migrate-Stage: {stage.name}", f"{SHA_TRAILER}: {sha}"]
@@ -809,6 +840,22 @@ def _normalized_diff(ws: Path, base: str, other: str | None = None) -> str:
     return git.run(ws, "diff", *DIFF_OPTIONS, *args, "--").stdout
 
 
+def _refuse_undecodable(ws: Path, diff: str) -> None:
+    """A stage patch is UTF-8 text: name the file whose edit is not, before anything is written."""
+    file = "?"
+    for line in diff.splitlines():
+        if line.startswith("diff --git "):
+            file = line[len("diff --git ") :]
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            where = file.split(" b/", 1)[-1] if " b/" in file else file
+            raise PatchError(
+                f"{ws}: {where!a}: the edit is not UTF-8 text, which a stage patch must be: "
+                "convert the file to UTF-8 (e.g. iconv) or undo the edit"
+            ) from None
+
+
 def refresh(recipe: Recipe, ws: Path, name: str, notify: Notify | None = None) -> RefreshResult:
     """Write the workspace's changes since the previous stage into stage `name`'s patch.
 
@@ -837,22 +884,30 @@ def refresh(recipe: Recipe, ws: Path, name: str, notify: Notify | None = None) -
         diff = _normalized_diff(ws, base)
         if re.search(r"^Binary files .* differ$", diff, re.M):
             raise PatchError(f"{ws}: binary changes cannot go into a stage patch; undo them first")
-        old = stage.patch.read_text() if stage.patch.exists() else ""
+        _refuse_undecodable(ws, diff)
+        # Bytes as they are (CRLF kept), UTF-8 whatever the locale: compared with the new text.
+        try:
+            old = stage.patch.read_bytes().decode("utf-8") if stage.patch.exists() else ""
+        except UnicodeDecodeError:
+            raise PatchError(f"{stage.patch}: not a UTF-8 text patch (binary?)") from None
         header = patchfile.split_header(old)[0]
         if header and not header.endswith("\n"):
             header += "\n"
         new = header + diff
         changed = new != old
         tmp = stage.patch.with_name(f".{stage.patch.name}.tmp")
-        tmp.write_text(new)
         try:
+            tmp.write_text(new, encoding="utf-8")
             parsed = patchfile.parse(tmp)  # the same checks as any patch, before it lands
-        except PatchError:
-            tmp.unlink()
-            raise
-        os.replace(tmp, stage.patch)
+        finally:
+            tmp.unlink(missing_ok=True)
         head = git.out(ws, "rev-parse", "HEAD")
-        _write_journal(ws, "refresh", name, base, parsed.files)
+        # The journal names the commit being replaced and the patch being written: a repair
+        # tells a refresh that committed (HEAD moved) from one that did not (HEAD is still
+        # `replaces`: finished when the patch file is the new one, else simply dropped).
+        new_sha = hashlib.sha256(new.encode("utf-8")).hexdigest()
+        _write_journal(ws, "refresh", name, base, parsed.files, replaces=head, patch=new_sha)
+        outfile.write_text(stage.patch, new, what="stage patch")  # keeps the file's mode
         git.run(ws, "add", "-u")
         _commit_stage(recipe, ws, stage, base, head, _commit_env(recipe, ws))
         _clear_journal(ws)

@@ -143,7 +143,22 @@ def _probe(source: str) -> None:
 
 def _run_clone(source: str, workspace: Path, report: Progress) -> None:
     """`git clone --no-checkout --progress`, turning its progress lines into callbacks."""
-    argv = ["git", "clone", "--no-checkout", "--progress", "--", source, str(workspace)]
+    # No template (a global init.templateDir would copy its hooks and config into the
+    # workspace) and no hooks, even for this one command run with the user's config.
+    argv = [
+        "git",
+        "-c",
+        f"core.hooksPath={os.devnull}",
+        "-c",
+        "core.fsmonitor=false",
+        "clone",
+        "--template=",
+        "--no-checkout",
+        "--progress",
+        "--",
+        source,
+        str(workspace),
+    ]
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.DEVNULL,
@@ -213,15 +228,33 @@ def _missing_blobs(workspace: Path, stderr: str) -> list[tuple[str, str]]:
 def _reuse(recipe: Recipe, workspace: Path, source: str, report: Progress) -> None:
     """A second fetch: keep the clone (and any stages); finish an interrupted checkout."""
     report("Reusing existing clone", None, None)
+    unfinished = _unfinished(recipe, workspace)
     if git.run(workspace, "cat-file", "-e", f"{recipe.commit}^{{commit}}", check=False).returncode:
+        if unfinished:
+            raise FetchError(
+                f"workspace {workspace}: an earlier fetch stopped during the clone (the pinned "
+                f"commit {recipe.commit[:12]} is not in it): remove the folder and fetch again"
+            )
         raise FetchError(
             f"workspace {workspace} does not have the pinned commit {recipe.commit}: "
             "it was cloned for something else; remove it or use another --workspace"
         )
-    if git.rev(workspace, "HEAD") is None:  # an earlier fetch stopped before checkout
+    if unfinished:
         if recipe.sparse:
             git.run(workspace, "sparse-checkout", "set", "--no-cone", *recipe.sparse)
         _checkout(recipe, workspace, source)
+
+
+def _unfinished(recipe: Recipe, workspace: Path) -> bool:
+    """A clone an earlier fetch left before its end: never checked out (no index), or checked
+    out on branch `migrate` at the pinned commit without the pinned ref that `_checkout` writes
+    last. Anything else (a repository of the user's) is never checked out over."""
+    if git.rev(workspace, PINNED_REF) is not None:
+        return False
+    if not (workspace / ".git" / "index").exists():
+        return True
+    branch = git.run(workspace, "symbolic-ref", "-q", "HEAD", check=False).stdout.strip()
+    return branch == f"refs/heads/{BRANCH}" and git.rev(workspace, "HEAD") == recipe.commit
 
 
 def _remove_clone(workspace: Path, created: bool) -> None:

@@ -190,7 +190,7 @@ def test_moved_sites_pair_in_order(tmp_path: Path) -> None:
 def test_an_interval_that_ends_at_one_is_same() -> None:
     """Mutant: `same` only when 1 is strictly inside the interval."""
     assert stats.verdict(1.5, 1.0, 2.0) == "same"
-    assert stats.verdict(0.6, 0.4, 1.0) == "same"
+    assert stats.verdict(0.7, 0.5, 1.0) == "same"
 
 
 def test_rounds_with_a_zero_latency_are_left_out() -> None:

@@ -48,13 +48,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from migrate.audit.paths import relative, root_candidates
 from migrate.audit.report import Report, build
-from migrate.render import h, html_page, md_code, md_table
+from migrate.render import escape, h, html_page, md_cell, md_code, md_table, printable
 
 DEFAULT_LABELS = ("before", "after")
 _TARGET = re.compile(r"^(?:hpu|cpu|cuda)_")
@@ -431,7 +430,7 @@ def _signed(n: int) -> str:
 
 
 def render_table(d: LogDiff, limit: int | None = 30) -> RenderableType:
-    parts: list[RenderableType] = [Text(_summary(d))]
+    parts: list[RenderableType] = [Text(printable(_summary(d)))]
 
     def counts(title: str, changes: list[CountChange], label: str) -> Table | None:
         if not changes:
@@ -502,7 +501,7 @@ def _md_table(headers: Sequence[str], rows: list[list[str]], limit: int | None) 
 
 
 def render_markdown(d: LogDiff, limit: int | None = 30) -> str:
-    lines = ["## GPU Migration log diff", "", _summary(d) + ".", ""]
+    lines = ["## GPU Migration log diff", "", md_cell(_summary(d)) + ".", ""]
     for title, changes, label in (("Tags", d.tags, "tag"), ("APIs", d.apis, "API")):
         if changes:
             lines += [

@@ -11,8 +11,9 @@ Why it is written this way: real logs are big (GBs for long runs at level 1), so
 reads binary chunks, decodes each chunk once (bad bytes become U+FFFD) and runs one compiled
 regex over it; Python only touches each *record*, not each line. Memory stays constant: a chunk
 plus the few lines a record may straddle across chunk boundaries (a single multi-MB line is held
-whole, nothing more). Reports need counts, not records: `tally_fields` counts runs of plain
-records with C-level string operations and hands anything else to the same regex path.
+whole, up to MAX_LINE_BYTES; a longer one is skipped and reported as malformed). Reports need
+counts, not records: `tally_fields` counts runs of plain records with C-level string operations
+and hands anything else to the same regex path.
 
 Tolerance: CRLF endings, non-UTF-8 bytes, any ``[word]`` tag, a missing context line, zero or
 several (whitespace-only) blank lines between and inside records, and a missing final newline
@@ -20,8 +21,9 @@ are all accepted. Anything else (garbage, a header whose tag line never comes, a
 ``-->``, a broken gzip stream) becomes a `Malformed` entry naming the log file and line: never
 dropped silently, never fatal.
 
-Inputs: a file (plain or gzip, detected by its magic bytes, not its name), ``-`` for stdin, or a
-directory, read recursively in sorted order, taking the files named ``*.log`` or ``*.log.gz``
+Inputs: a file (plain, gzip, bzip2 or xz, detected by its magic bytes, not its name; zstd is
+named, not read), ``-`` for stdin, or a directory, read recursively in sorted order (a subfolder
+that cannot be read is reported), taking the files named ``*.log`` or ``*.log.{gz,bz2,xz,zst}``
 (GPU Migration writes ``gpu_migration_<pid>.log``); name a file explicitly to read any other name.
 """
 
@@ -41,6 +43,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from migrate.errors import BadInput
+
+try:
+    from lzma import LZMAError
+except ImportError:  # a Python built without lzma: xz logs are then named, not read
+    LZMAError = OSError  # type: ignore[misc,assignment]
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: per-chunk overhead vanishes; RSS stays small
 # A record spans at most 7 lines (header, 2 blanks, context, 2 blanks, tag line): never cut a
@@ -62,7 +69,18 @@ _RECORD = re.compile(
 _HEADER = re.compile(r"^\[[^\]\n]*\][ \t]+.*:\d+[ \t\r]*$")
 _CONTEXT = re.compile(r"^[ \t]*\[context\]:")
 _TAGLINE = re.compile(r"^[ \t]*\[[\w.-]+\]:")
-_LOG_SUFFIXES = (".log", ".log.gz")
+_LOG_SUFFIXES = (".log", ".log.gz", ".log.bz2", ".log.xz", ".log.zst")
+# A "line" longer than this is not a log line (a file of NULs, a binary): it is skipped and
+# reported as malformed, so memory stays bounded whatever the input.
+MAX_LINE_BYTES = 16 << 20
+# Compressed streams, told by their first bytes (never their name): gzip, bzip2 and xz are
+# read; zstd has no reader in the standard library and is named, not read as garbage.
+_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
 # tally_fields' per-key checks: the header after its "[timestamp]", and the tag line up to its
 # first "(". Same sub-patterns as _RECORD, so they split path/line and tag/api the same way.
 _HEADER_AFTER_TS = re.compile(r"[ \t]+(.*):(\d+)[ \t\r]*")
@@ -427,6 +445,9 @@ def _unreadable(name: str, exc: OSError) -> str:
     """Why a log file could not be read, in words."""
     if os.path.islink(name) and not os.path.exists(name):
         return f"broken symbolic link to {os.readlink(name)!r}: not read"
+    if os.path.isdir(name):  # listed by _walk_logs: os.walk could not read it
+        why = exc.strerror if not os.access(name, os.R_OK | os.X_OK) else "cannot be listed"
+        return f"folder cannot be read ({why}): the logs in it were not read"
     return f"cannot be read ({exc.strerror}): not read"
 
 
@@ -442,16 +463,29 @@ def expand_inputs(inputs: str | Path | Iterable[str | Path]) -> list[str]:
             continue
         path = Path(text)
         if path.is_dir():
-            files.extend(
-                str(p)
-                for p in sorted(path.rglob("*"))
-                if p.name.endswith(_LOG_SUFFIXES) and (p.is_file() or _broken_link(p))
-            )
+            files.extend(str(p) for p in _walk_logs(path))
         elif path.exists():  # a file, a FIFO, a process substitution (/dev/fd/N)
             files.append(text)
         else:
             raise BadInput(f"log input not found: {text}")
     return files
+
+
+def _walk_logs(folder: Path) -> list[Path]:
+    """Log files under `folder`, sorted; a subfolder that cannot be read is listed too, so that
+    opening it reports it (`_unreadable`) rather than its logs vanishing without a word."""
+    found: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        if exc.filename is not None:
+            found.append(Path(exc.filename))
+
+    for top, _dirs, names in os.walk(folder, onerror=unreadable):
+        for name in names:
+            path = Path(top) / name
+            if name.endswith(_LOG_SUFFIXES) and (path.is_file() or _broken_link(path)):
+                found.append(path)
+    return sorted(found)
 
 
 def _broken_link(path: Path) -> bool:
@@ -473,12 +507,30 @@ def input_bytes(inputs: Iterable[str | Path]) -> int | None:
 
 
 def _open_decompressed(raw: BinaryIO) -> BinaryIO:
-    """Wrap `raw` in a gzip reader when it starts with the gzip magic bytes."""
+    """Wrap `raw` in a reader for the compression its first bytes show (gzip, bzip2, xz).
+
+    Raises _Compressed for a compression there is no reader for (zstd): said, not parsed.
+    """
     peek = getattr(raw, "peek", None)
-    head = peek(2)[:2] if peek is not None else b""
-    if head == b"\x1f\x8b":
+    head = peek(8)[:8] if peek is not None else b""
+    kind = next((k for magic, k in _MAGIC.items() if head.startswith(magic)), None)
+    if kind == "gzip":
         return _Gunzip(raw)  # type: ignore[return-value]
+    if kind == "bzip2":
+        import bz2
+
+        return bz2.BZ2File(raw)  # type: ignore[return-value]
+    if kind == "xz":
+        import lzma
+
+        return lzma.LZMAFile(raw)  # type: ignore[return-value]
+    if kind is not None:
+        raise _Compressed(kind)
     return raw
+
+
+class _Compressed(Exception):
+    """A log compressed in a format there is no reader for."""
 
 
 class _Gunzip:
@@ -565,7 +617,11 @@ def _parse_stream(
     match: Matcher,
 ) -> Iterator[Any]:
     """The chunk loop: decode whole lines, match records, carry the tail to the next chunk."""
-    stream = _open_decompressed(raw)
+    try:
+        stream = _open_decompressed(raw)
+    except _Compressed as exc:
+        sink.append(Malformed(source, 0, f"{exc} compressed: decompress it first; not read"))
+        return
     compressed = stream is not raw
     pending: list[bytes] = []  # bytes after the last newline seen (a partial line)
     ready: list[str] = []  # decoded complete lines not yet matched
@@ -574,11 +630,14 @@ def _parse_stream(
     last_raw_pos = 0
     eof = False
     damage = ""
+    pending_bytes = 0
+    skipping = False  # inside a line longer than MAX_LINE_BYTES
     while not eof:
         try:
             chunk = stream.read(CHUNK_BYTES)
-        except (OSError, EOFError, zlib.error) as exc:
-            damage = f"gzip stream unreadable, rest skipped: {exc}"  # said after what precedes
+        except (OSError, EOFError, zlib.error, LZMAError) as exc:
+            kind = "gzip" if isinstance(stream, _Gunzip) else "compressed"
+            damage = f"{kind} stream unreadable, rest skipped: {exc}"  # said after what precedes
             chunk = b""
         if on_bytes is not None:
             if compressed:
@@ -598,10 +657,28 @@ def _parse_stream(
             tail = tail.replace("\r\n", "\n")
             ready.append(tail)
         else:
+            if skipping:
+                start = chunk.find(b"\n")
+                if start < 0:
+                    continue
+                chunk, skipping = chunk[start:], False  # the long line becomes an empty one
             cut = chunk.rfind(b"\n")
             if cut < 0:
                 pending.append(chunk)  # a very long line: keep collecting it
+                pending_bytes += len(chunk)
+                if pending_bytes > MAX_LINE_BYTES:
+                    where = line_no + "".join(ready).count("\n")
+                    sink.append(
+                        Malformed(
+                            source,
+                            where,
+                            f"line longer than {MAX_LINE_BYTES >> 20} MiB (binary or not a "
+                            "log?): skipped",
+                        )
+                    )
+                    pending, pending_bytes, skipping = [], 0, True
                 continue
+            pending_bytes = 0
             head = b"".join([*pending, chunk[: cut + 1]]) if pending else chunk[: cut + 1]
             pending = [chunk[cut + 1 :]] if cut + 1 < len(chunk) else []
             piece = head.decode("utf-8", "replace")

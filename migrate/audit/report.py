@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -60,7 +59,7 @@ from migrate.audit.parse import (
     tally_fields,
 )
 from migrate.audit.paths import relative, root_candidates
-from migrate.render import h, html_page, md_cell, md_code, md_table
+from migrate.render import escape, h, html_page, md_cell, md_code, md_table, printable
 
 SCHEMA = 1
 MALFORMED_KEPT = 1000  # listed in full up to this many; the total is always exact
@@ -395,11 +394,16 @@ def nothing_parsed(report: Report) -> str | None:
     """One line instead of empty tables when the inputs held no record at all."""
     if report.records:
         return None
+    # A file that was not read at all (compressed as zstd, unreadable, a folder) says why.
+    unread = [f"{m.path}: {m.reason}" for m in report.malformed if m.line == 0]
+    lines = report.malformed_total - len(unread)
     bad = (
-        f" ({report.malformed_total} line(s) that are not log records: is it a GPU Migration log?)"
-        if report.malformed_total
+        f" ({lines} line(s) that are not log records: is it a GPU Migration log?)"
+        if lines > 0
         else ""
     )
+    if unread:
+        bad += f" ({'; '.join(unread[:3])}{'; ...' if len(unread) > 3 else ''})"
     return f"No GPU Migration records parsed from {', '.join(report.inputs)}{bad}."
 
 
@@ -424,7 +428,7 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
     """
     empty = nothing_parsed(report)
     if empty:
-        return Text(empty)
+        return Text(printable(empty))
 
     def shown(path: str) -> str:
         return relative(path, report.root)
@@ -447,7 +451,7 @@ def render_table(report: Report, limit: int | None = 30) -> RenderableType:
         (str(report.malformed_total), "yellow" if report.malformed_total else ""),
     )
     parts.append(summary)
-    parts.append(Text(root_line(report), style="dim"))
+    parts.append(Text(printable(root_line(report)), style="dim"))
 
     def counts(
         title: str, counter: Counter[str], label: str, name: Callable[[str], str] = str
@@ -558,7 +562,7 @@ def render_markdown(report: Report, limit: int | None = 30) -> str:
         f"**{len(report.call_sites)}** call sites, **{total_mis}** mismatch record(s), "
         f"{report.malformed_total} malformed line(s).",
         "",
-        root_line(report),
+        md_cell(root_line(report)),  # the root may come from a run folder's run.json
         "",
         "### By tag",
         "",

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -43,7 +42,7 @@ from migrate.audit.parse import Malformed
 from migrate.audit.paths import relative
 from migrate.audit.report import CallSite, Report, clip, ordered_counts
 from migrate.errors import BadInput
-from migrate.render import h, html_page, html_table, md_code, md_table
+from migrate.render import escape, h, html_page, html_table, md_code, md_table, printable
 
 SCHEMA = 1
 SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "site-packages", "node_modules", ".tox"}
@@ -466,9 +465,11 @@ def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
     """Rich tables: by kind, by API, findings (file:line), and coverage when a log was given."""
     parts: list[RenderableType] = [
         Text(
-            f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
-            f"{len(result.files)} Python files under {result.root}"
-            + (f"; {len(result.errors)} file(s) not parsable" if result.errors else "")
+            printable(
+                f"{len(result.findings)} CUDA-specific uses in {len(result.by_file())} of "
+                f"{len(result.files)} Python files under {result.root}"
+                + (f"; {len(result.errors)} file(s) not parsable" if result.errors else "")
+            )
         )
     ]
 
@@ -529,7 +530,7 @@ def render_table(result: ScanResult, limit: int | None = 50) -> RenderableType:
                 f"{s['unexplained_sites']} runtime call sites not explained by a static site"
             )
         )
-        parts += [Text(w, style="yellow") for w in cov.warnings()]
+        parts += [Text(printable(w), style="yellow") for w in cov.warnings()]
         if cov.exercised:
             parts.append(finding_table("Exercised at run time", [(f, n) for f, n in cov.exercised]))
         if cov.never_ran:
@@ -684,7 +685,7 @@ def _headline(result: ScanResult) -> str:
 
 def render_markdown(result: ScanResult, limit: int | None = 50) -> str:
     """Markdown for a pull request or an issue."""
-    out = ["## CUDA usage scan", "", _headline(result) + f"`{result.root}`.", ""]
+    out = ["## CUDA usage scan", "", _headline(result) + md_code(str(result.root)) + ".", ""]
     for level, title, intro, headers, rows in _sections(result):
         out += ["#" * level + " " + title, ""]
         if intro:

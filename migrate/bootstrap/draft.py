@@ -82,9 +82,15 @@ class Draft:
 
 
 def draft_source(source: str, path: str) -> Draft:
-    """Draft the edits for one script's `source` (`path` names it in messages and edits)."""
+    """Draft the edits for one script's `source` (`path` names it in messages and edits).
+
+    The file's byte-order mark is kept, and its line endings and indentation too (LibCST
+    writes new lines with the module's own newline and indent), so the patch touches only
+    the lines it adds.
+    """
+    bom = "\ufeff" if source.startswith("\ufeff") else ""
     try:
-        module = cst.parse_module(source)
+        module = cst.parse_module(source[len(bom) :])
     except cst.ParserSyntaxError as exc:
         reason = (str(exc.message).strip().splitlines() or ["syntax error"])[0]
         raise BadInput(
@@ -109,7 +115,7 @@ def draft_source(source: str, path: str) -> Draft:
             f"{path}:{facts.manual_updates[0]}: parameters updated by hand, not by an optimizer: "
             "the update runs in the next step's graph (add htcore.mark_step() after it if wanted)"
         )
-    return Draft(path, source, drafted.code, edits, notes)
+    return Draft(path, source, bom + drafted.code, edits, notes)
 
 
 # ------------------------------------------------------------------------------- helpers

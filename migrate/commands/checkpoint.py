@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -16,6 +15,7 @@ from rich.progress import (
 )
 
 from migrate.commands.options import recipe_option, workspace_option
+from migrate.render import escape
 
 
 @click.group()
@@ -54,13 +54,15 @@ def download(
       migrate checkpoint download --url http://mirror.local/model.ckpt --dest /data/model.ckpt
     """
     from migrate.models.checkpoint import download as fetch
+    from migrate.outfile import inside, regular_target
     from migrate.recipe import load_recipe
     from migrate.workspace import path_for
 
     loaded = load_recipe(recipe, check_patches=False)
     spec = loaded.checkpoint_spec()
     ws = path_for(loaded, workspace)
-    target = dest or ws / spec.path
+    # Resolved on disk: a symlink in the workspace cannot send the download elsewhere.
+    target = regular_target(dest or inside(ws, spec.path, "checkpoint path"), "--dest")
     console = Console(stderr=True)
     with Progress(
         "[progress.description]{task.description}",

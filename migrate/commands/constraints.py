@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from migrate.commands.options import interpreter, python_option
@@ -31,7 +29,9 @@ def constraints(python: str | None, output: str | None) -> None:
     """
     text = text_for(interpreter(python))
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        from migrate.outfile import write_text
+
+        write_text(output, text, what="--output")
         for line in notes(text):
             click.echo(f"note: {line}", err=True)
     else:

@@ -7,9 +7,9 @@ import sys
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from migrate.commands.options import recipe_option, workspace_option
+from migrate.render import escape
 
 # Words, not glyphs: the output is grepped and read in plain terminals; escaped for rich markup.
 MARKS = {

@@ -95,9 +95,9 @@ def init(
       migrate apply --recipe recipes/vae.toml
     """
     from rich.console import Console  # here, not at import: `migrate init --help` stays cheap
-    from rich.markup import escape
 
     from migrate.bootstrap.project import InitRequest, init_project
+    from migrate.render import escape
 
     try:
         args = shlex.split(smoke_args)

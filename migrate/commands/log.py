@@ -46,9 +46,10 @@ def report(
       zcat old.log.gz | migrate log report -
     """
     from migrate.audit import report as lib
-    from migrate.audit.parse import input_bytes
+    from migrate.audit.parse import expand_inputs, input_bytes
     from migrate.render import render
 
+    read = expand_inputs(inputs)  # --out may be none of them
     root_source = "--root"
     if root is None:
         root, root_source = lib.infer_root(inputs)
@@ -64,7 +65,7 @@ def report(
         html=lambda: lib.render_html(result, limit=rows),
         json_data=lambda: lib.to_json(result),
     )
-    emit(rendered, out)
+    emit(rendered, out, inputs=read)
 
 
 @log.command()
@@ -120,9 +121,10 @@ def diff(
           --label gaudi --label emulator --format html --out fidelity.html
     """
     from migrate.audit import diff as lib
-    from migrate.audit.parse import input_bytes
+    from migrate.audit.parse import expand_inputs, input_bytes
     from migrate.render import render
 
+    read = expand_inputs((before, after))  # --out may be none of them
     if len(roots) not in (0, 2):
         raise click.UsageError("give --root twice (BEFORE's checkout, then AFTER's) or not at all")
     if len(labels) not in (0, 2):
@@ -144,4 +146,4 @@ def diff(
         html=lambda: lib.render_html(result, limit=rows),
         json_data=lambda: lib.to_json(result),
     )
-    emit(rendered, out)
+    emit(rendered, out, inputs=read)

@@ -7,13 +7,12 @@ terminal output (no command module imports another).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console, RenderableType
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -24,13 +23,15 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from migrate.errors import BadInput
+from migrate.render import escape
 
 BYTE_PROGRESS_MIN = 64 << 20  # inputs smaller than this parse too fast for a bar to help
 
 
-def emit(rendered: str | RenderableType, out: str | Path | None) -> None:
-    """Print to the terminal, or write to --out (only there)."""
+def emit(
+    rendered: str | RenderableType, out: str | Path | None, inputs: Iterable[str | Path] = ()
+) -> None:
+    """Print to the terminal, or write to --out (only there; never over one of `inputs`)."""
     if out is None:
         console = Console(highlight=False, soft_wrap=isinstance(rendered, str))
         if isinstance(rendered, str):
@@ -43,13 +44,9 @@ def emit(rendered: str | RenderableType, out: str | Path | None) -> None:
         console.print(rendered)
         rendered = console.export_text()
         console.file.close()
-    target = Path(out)
-    try:
-        target.write_text(rendered, encoding="utf-8")
-    except OSError as exc:  # a missing folder, a read-only place: one line, not a traceback
-        folder = target.parent
-        why = f"the folder {folder} does not exist" if not folder.is_dir() else exc.strerror
-        raise BadInput(f"--out {out}: cannot write: {why or exc}") from None
+    from migrate.outfile import write_text
+
+    write_text(out, rendered, inputs=inputs)
     wrote(Console(stderr=True), out)
 
 

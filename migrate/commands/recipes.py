@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from migrate.errors import RecipeError
 from migrate.recipe import available, load_recipe
+from migrate.render import escape
 
 
 @click.command()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from migrate import stack
 from migrate.commands.options import recipe_option, workspace_option
 from migrate.recipe import load_recipe
-from migrate.render import plural
+from migrate.render import escape, plural
 from migrate.workspace import path_for
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from migrate import stack
 from migrate.commands.options import force_option, recipe_option, workspace_option
 from migrate.errors import MigrateError
 from migrate.recipe import UPSTREAM, load_recipe
+from migrate.render import escape
 from migrate.workspace import path_for
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from migrate.commands.options import format_option, limit_option, out_option
@@ -37,7 +39,7 @@ def scan(path: str, logs: tuple[str, ...], fmt: str, out: str | None, limit: int
     """
     from migrate.audit import report
     from migrate.audit import scan as lib
-    from migrate.audit.parse import input_bytes
+    from migrate.audit.parse import expand_inputs, input_bytes
     from migrate.render import render
 
     if logs:
@@ -53,4 +55,5 @@ def scan(path: str, logs: tuple[str, ...], fmt: str, out: str | None, limit: int
         html=lambda: lib.render_html(result, limit=rows),
         json_data=lambda: lib.to_json(result),
     )
-    emit(rendered, out)
+    base = Path(path) if Path(path).is_dir() else Path(path).parent
+    emit(rendered, out, inputs=[*expand_inputs(logs), *(base / f for f in result.files)])

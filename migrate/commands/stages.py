@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from migrate import git, patchfile, stack
 from migrate.commands.options import recipe_option, workspace_option
 from migrate.recipe import load_recipe
+from migrate.render import escape
 from migrate.workspace import path_for
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from migrate import git, stack
 from migrate.commands.options import recipe_option, workspace_option
 from migrate.recipe import load_recipe
+from migrate.render import escape
 from migrate.workspace import changes, path_for
 
 

@@ -124,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = text_for()
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        from migrate.errors import MigrateError
+        from migrate.outfile import write_text
+
+        try:
+            write_text(args.output, text, what="-o")
+        except MigrateError as exc:  # one line, as the `migrate` command says it
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
         for line in notes(text):
             print(f"note: {line}", file=sys.stderr)
     else:

@@ -146,11 +146,22 @@ class StageMetrics:
 
 def load_metrics(stage_dir: Path) -> StageMetrics | None:
     """A stage folder's metrics, or None when it has none (or an unreadable one)."""
-    path = stage_dir / METRICS_FILE
     try:
-        return StageMetrics.from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError, KeyError):
+        return read_metrics(stage_dir)
+    except (OSError, ValueError):
         return None
+
+
+def read_metrics(stage_dir: Path) -> StageMetrics:
+    """A stage folder's metrics, validated (`untrusted`); OSError or ValueError saying why not."""
+    from migrate.smoke import untrusted
+
+    data = untrusted.read_json(stage_dir / METRICS_FILE)
+    untrusted.check_metrics(data)
+    try:
+        return StageMetrics.from_json(data)
+    except (TypeError, KeyError) as exc:  # a required field missing
+        raise untrusted.Invalid(str(exc)) from None
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
