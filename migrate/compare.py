@@ -26,6 +26,9 @@ from rich.text import Text
 from migrate.errors import BadInput
 from migrate.render import h, html_page, html_table, md_cell, md_table
 from migrate.render import render as render_as
+from migrate.shim.hpusim import LABEL
+from migrate.smoke.device import SIM
+from migrate.smoke.lazy import LAZY_HEADERS, lazy_cells
 from migrate.smoke.metrics import ROUND_PREFIX, StageMetrics, load_metrics
 from migrate.stats import MIN_ROUNDS, THRESHOLD, Ratio, Summary, paired_ratio, summarize
 
@@ -288,7 +291,7 @@ def _vs(r: Ratio | None) -> str:
 
 
 def _mb(m: StageMetrics) -> str:
-    if m.memory.device_peak_mb is not None:
+    if m.memory.device_peak_mb is not None and m.device.kind != SIM:
         return f"{m.memory.device_peak_mb:.0f} MB ({m.device.kind})"
     return "-" if m.memory.peak_rss_mb is None else f"{m.memory.peak_rss_mb:.0f} MB (RSS)"
 
@@ -326,6 +329,8 @@ def _changes(changes: dict[str, Any] | None) -> str:
 
 
 def _device(m: StageMetrics) -> str:
+    if m.device.kind == SIM:
+        return LABEL + (f", {m.device.threads} threads" if m.device.threads else "")
     emulated = " (GPU Migration emulated)" if m.device.emulator else ""
     label = m.device.kind + emulated
     label += f" {m.device.name}" if m.device.name else ""
@@ -361,6 +366,7 @@ HEADERS = [
     "Samples vs prev",
     "Log tags",
     "Log vs prev",
+    *LAZY_HEADERS,
 ]
 
 
@@ -392,6 +398,7 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 ),
                 _tags(s.log_by_tag),
                 _changes(s.log_changes),
+                *lazy_cells(m.lazy),
             ]
         )
     return HEADERS, rows
@@ -453,6 +460,9 @@ LEGEND = [
     "≈ same: the interval contains 1 or the change is "
     f"under {THRESHOLD:.0%}; ▲ faster / ▼ slower otherwise; ? unknown: fewer than "
     f"{MIN_ROUNDS} rounds.",
+    "Host syncs, graph cuts (mark_steps + host syncs), HPU-graph replays, device RNG draws: "
+    "lazy-mode counts over the timed batches (exact, not timed; hpu-sim and Gaudi), with the "
+    "sites that read device values back most often.",
     "Device: where the script ran. 'GPU Migration emulated': no Gaudi; migrate's emulator of "
     "GPU Migration (`migrate shim`) redirected the script's CUDA calls to this device.",
 ]
@@ -574,6 +584,7 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
             "vs_prev": _ratio_json(s.vs_prev),
             "vs_first": _ratio_json(s.vs_first),
             "load_avg": [[m.timing.load_start, m.timing.load_end] for m in s.rounds],
+            "lazy": s.metrics.lazy,
         }
         rest = asdict(s)
         for key in ("rounds", "first_batch", "latency", "samples_per_s", "vs_prev", "vs_first"):
