@@ -1,8 +1,9 @@
 """Boot module of `--device hpu-sim`: torch's backend autoload, as from release 1.18.
 
 From 1.18, `import torch` imports `habana_frameworks.torch` and its core and hpu modules (which,
-with PT_HPU_GPU_MIGRATION=1, turns GPU Migration on): an unmodified script is then migrated by the variable alone. Older
-simulated releases (MIGRATE_HPU_SIM_RELEASE=1.12) need the script's own import, as on a Gaudi.
+with PT_HPU_GPU_MIGRATION=1, turns GPU Migration on): an unmodified script is then migrated by
+the variable alone. Older simulated releases (MIGRATE_HPU_SIM_RELEASE=1.12) need the
+script's own import, as on a Gaudi.
 Python 3.8: runs in the upstream's interpreter at start.
 """
 
