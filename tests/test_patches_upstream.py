@@ -3,8 +3,8 @@
 Proves: the four stages apply in order with no offset and no fuzz; `migrate refresh` leaves each
 patch as it is; on the CPU (through migrate's GPU Migration emulator) every stage renders
 byte-identical samples with the same seed; and the patched call sites drive the Gaudi APIs as
-they should, observed through tests/fake_habana (a TEST DOUBLE that records calls: not a
-hardware result).
+they should, observed through hpu-sim's stand-in `habana_frameworks` (migrate/shim/hpusim; it
+records calls: not a hardware result).
 
 Run: MIGRATE_SOURCE=/path/to/stable-diffusion-mirror pytest tests/test_patches_upstream.py
 A few minutes on 2 cores: five txt2img processes with a tiny random-weight model.
@@ -25,10 +25,11 @@ import pytest
 
 from migrate.models import PreparedModel
 from migrate.recipe import load_recipe
+from migrate.shim.hpusim import STAND_IN
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches" / "stable-diffusion"
-FAKE_HABANA = Path(__file__).resolve().parent / "fake_habana"
+FAKE_HABANA = Path(STAND_IN)
 STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
 COMMIT = "a166aa7fbf578f41f855efeab2e14001d6732563"
 # Small but complete: classifier-free guidance (--scale 5.0), two batches of two samples.
@@ -206,7 +207,7 @@ def test_txt2img_on_fake_gaudi_turns_migration_on_marks_each_batch_and_replays_g
     log = tmp_path / "fake-habana.jsonl"
     env = {
         "PYTHONPATH": f"{trees['randn_to_cpu']}{os.pathsep}{FAKE_HABANA}",
-        "FAKE_HABANA_LOG": str(log),
+        "MIGRATE_HPU_SIM_CALLS": str(log),
         "PT_HPU_LAZY_MODE": "1",
     }
     on_fake = txt2img(trees["randn_to_cpu"], tmp_path / "out", model, env)
