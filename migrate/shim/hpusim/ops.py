@@ -48,6 +48,10 @@ DROPOUT = {
 
 
 LISTENERS: list[Callable[..., None]] = []
+# What a device tensor's `.device` answers under hpu-sim: the CPU (the emulator keeps the truth),
+# but this very object, so that `torch.randn(shape, device=x.device)` is known as a device draw.
+SIM_DEVICE = torch.device("cpu")
+_DEVICE_GETTER = torch.Tensor.device
 CAPTURING: list[Any] = []  # HPU graphs capturing now (the stand-in's HPUGraph pushes itself)
 DEVICE_GENERATORS: set[int] = set()  # id() of generators made for the device
 _LOCAL = threading.local()
@@ -115,6 +119,8 @@ def on_device(value: Any) -> bool:
 
 def _any_on_device(values: Any) -> bool:
     for value in values:
+        if value is SIM_DEVICE:
+            return True
         if isinstance(value, torch.Tensor):
             if on_device(value):
                 return True
@@ -140,6 +146,8 @@ def device_call(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> 
 
 def _to_host(args: tuple, kwargs: dict[str, Any]) -> bool:
     """Whether `Tensor.to(...)` moves a tensor to the CPU."""
+    if any(a is SIM_DEVICE for a in args) or kwargs.get("device") is SIM_DEVICE:
+        return False
     try:
         device = torch._C._nn._parse_to(*args[1:], **kwargs)[0]
     except Exception:
@@ -162,6 +170,9 @@ class DeviceOps(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
         kwargs = kwargs or {}
+        if getattr(func, "__self__", None) is _DEVICE_GETTER:  # `tensor.device`
+            value = func(*args)
+            return SIM_DEVICE if self.simulate and on_device(args[0]) else value
         name = getattr(func, "__name__", "")
         moving = redirecting()
         device = moving or _any_on_device(args) or _any_on_device(kwargs.values())
@@ -181,7 +192,10 @@ class DeviceOps(TorchFunctionMode):
                 emit("host_sync", site=where, what=sync)
                 if CAPTURING:
                     raise capture_error(sync, where)
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+                if self.simulate and result is args[0]:  # cpu() of a CPU tensor is itself
+                    result = result.clone()  # a host copy, as a device-to-host transfer makes
+                return result
         if name in RANDOM or (name in DROPOUT and _dropout_draws(args, kwargs)):
             generator = kwargs.get("generator")
             on = device or (generator is not None and id(generator) in DEVICE_GENERATORS)
