@@ -64,16 +64,26 @@ def test_every_stage_runs_on_the_simulated_gaudi_and_says_so(sim_run: dict) -> N
 
 def test_lazy_counts_per_stage(sim_run: dict) -> None:
     """compat (1.23: GPU Migration autoloaded by the variable) runs on the device with no HPU
-    graph; hpu_graph captures the denoiser once (plain and guided calls share a shape in the
-    toy) and replays it on every later call: 4 steps x 2 calls x 3 batches = 24 calls."""
+    graph; minimal cuts the graph once per batch; hpu_graph captures the denoiser once (plain
+    and guided calls share a shape in the toy) and replays it on every later call: 4 steps x 2
+    calls x 3 batches = 24 calls; randn_to_cpu draws the noise on the CPU. Every stage reads
+    each batch back once (`.cpu().numpy()` for the PNGs)."""
     lazy = sim_run["lazy"]
     for name, counts in lazy.items():
         assert counts["source"] == "hpu-sim" and counts["steps"] == 12, name
-        assert counts["host_syncs"] == 0 and counts["sync_sites"] == [], name
+        assert counts["host_syncs"] == 3, name
+        ((site,),) = [[s["site"] for s in counts["sync_sites"]]]
+        source = (sim_run["ws"] / "scripts" / "txt2img.py").read_text().splitlines()
+        assert site.startswith("scripts/txt2img.py:"), site
+    assert ".cpu().numpy()" in source[int(site.rsplit(":", 1)[1]) - 1]
+    assert lazy["compat"]["mark_steps"] == 0
+    assert lazy["minimal"]["mark_steps"] == lazy["randn_to_cpu"]["mark_steps"] == 3
     assert lazy["compat"]["graph_captures"] == 0 == lazy["minimal"]["graph_replays"]
     assert lazy["hpu_graph"]["graph_captures"] == 1
     assert lazy["hpu_graph"]["graph_replays"] == 23
     assert lazy["randn_to_cpu"]["graph_replays"] == 23
+    assert lazy["minimal"]["rng_draws"]["device"] > 0
+    assert lazy["randn_to_cpu"]["rng_draws"]["device"] == 0
 
 
 def test_a_host_sync_in_the_captured_denoiser_fails_the_stage_and_is_counted_elsewhere(
@@ -107,5 +117,5 @@ def test_a_host_sync_in_the_captured_denoiser_fails_the_stage_and_is_counted_els
     )
     lazy = metrics["lazy"]
     calls = 12 * 2  # every denoiser call (plain and guided) reads t back
-    assert lazy["host_syncs"] == calls
-    assert lazy["sync_sites"] == [{"site": f"toy/model.py:{line}", "count": calls}]
+    assert lazy["host_syncs"] == calls + 3  # and the three batches read back
+    assert lazy["sync_sites"][0] == {"site": f"toy/model.py:{line}", "count": calls}

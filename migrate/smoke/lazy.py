@@ -1,7 +1,9 @@
 """Lazy-mode counts of a smoke run: what a stage changes on a Gaudi when timings are noise.
 
-Counted inside the child, over the timed batches only (the probe starts and stops the counter
-around each sampler call, so its own end-of-batch sync is left out):
+Counted inside the child over the batches: from the first sampler call to the end of the
+script (what it does with each batch's result, such as decoding and the minimal stage's
+end-of-batch mark_step, included), with the probe's own end-of-batch sync left out and model
+loading before the first batch too. `steps` are the denoising steps of those batches.
 - `mark_steps`: explicit graph cuts (`htcore.mark_step()`);
 - `host_syncs` with their `sync_sites` (the program's `file:line`): values read back from the
   device (`.item()`, `float(t)`, `.cpu()`, `torch.full` filled with a device scalar, ...); in lazy

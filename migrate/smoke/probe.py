@@ -201,12 +201,13 @@ class Probe:
             self._enter("batch", 1)
             start = time.perf_counter()
             try:
-                LAZY.start()  # lazy-mode counts: the sampler's own calls, not our sync
+                LAZY.start()  # lazy-mode counts: the script's own calls from here, not our sync
                 try:
                     result = func(*args, **kwargs)
                 finally:
                     LAZY.stop()
                 _sync()
+                LAZY.start()
             finally:
                 self._enter("batch", -1)
             seconds = time.perf_counter() - start
