@@ -57,6 +57,35 @@ def test_gaudi_env_turns_gpu_migration_on_without_the_emulator(tmp_path: Path) -
     assert env["MIGRATE_BOOT_MODULES"] == "migrate.smoke.probe"
 
 
+def test_hpu_sim_is_asked_for_never_chosen_by_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_mod, "hpu_present", lambda python: False)
+    monkeypatch.setattr(device_mod, "cuda_present", lambda python: False)
+    assert resolve("hpu-sim") == Device("hpu-sim", None)
+    assert resolve("auto") == Device("cpu", "cpu")
+
+
+def test_hpu_sim_env_puts_the_stand_in_on_the_path_and_sets_what_a_gaudi_run_sets(
+    tmp_path: Path,
+) -> None:
+    env = child_env(
+        Device("hpu-sim", None),
+        tmp_path / "logs",
+        log_level=1,
+        boot_modules=["migrate.smoke.probe"],
+        base={"PATH": "/bin", "PYTHONPATH": "/mine"},
+    )
+    path = env["PYTHONPATH"].split(os.pathsep)
+    assert path[1] == STAND_IN and path[2] == "/mine"  # after the boot folder, before the user's
+    assert env["MIGRATE_BOOT_MODULES"] == "migrate.shim.hpusim.autoload,migrate.smoke.probe"
+    assert "MIGRATE_SHIM_TARGET" not in env  # the stand-in's GPU Migration turns it on
+    assert env["PT_HPU_GPU_MIGRATION"] == "1" and env["PT_HPU_LAZY_MODE"] == "1"
+    assert env["HABANA_LOGS"] == str(tmp_path / "logs")
+    eager = child_env(
+        Device("hpu-sim", None), tmp_path, base={"PATH": "/bin", "PT_HPU_LAZY_MODE": "0"}
+    )
+    assert eager["PT_HPU_LAZY_MODE"] == "0"  # eager mode, as asked (e.g. by --mode eager)
+
+
 def test_cpu_env_uses_the_emulator(tmp_path: Path) -> None:
     env = child_env(
         Device("cpu", "cpu"), tmp_path, base={"PATH": "/bin"}, extra={"HF_HUB_OFFLINE": "1"}
