@@ -32,7 +32,7 @@ from migrate.recipe import load_recipe  # noqa: E402
 from migrate.shim.hpusim import STAND_IN  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_HABANA = Path(STAND_IN)
+HPU_SIM = Path(STAND_IN)
 UPSTREAM_URL = "https://example.invalid/tiny-trainers.git"
 
 TRAIN = '''\
@@ -329,7 +329,7 @@ def test_init_apply_and_run_under_the_shim(
     logs = tmp_path / "logs"
     fake_log = tmp_path / "fake.jsonl"
     env = {
-        "PYTHONPATH": os.pathsep.join([str(FAKE_HABANA), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(HPU_SIM), os.environ.get("PYTHONPATH", "")]),
         "MIGRATE_HPU_SIM_CALLS": str(fake_log),
     }
     run = migrate("shim", "--log-dir", str(logs), "--", sys.executable, entry, cwd=ws,
@@ -375,7 +375,7 @@ def test_gpu_migration_is_imported_before_torch(upstream: tuple[Path, str], tmp_
     fake_log = tmp_path / "fake.jsonl"
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(FAKE_HABANA), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(HPU_SIM), os.environ.get("PYTHONPATH", "")]),
         "MIGRATE_HPU_SIM_CALLS": str(fake_log),
     }
     result = subprocess.run(

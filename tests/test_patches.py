@@ -23,11 +23,9 @@ from conftest import forget_habana, use_hpu_sim
 from unidiff import PatchSet
 
 from migrate.recipe import load_recipe
-from migrate.shim.hpusim import STAND_IN
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches" / "stable-diffusion"
-FAKE_HABANA = Path(STAND_IN)
 STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
 # What each stage may touch: one concern per diff (added files marked +).
 TOUCHES = {

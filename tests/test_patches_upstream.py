@@ -29,7 +29,7 @@ from migrate.shim.hpusim import STAND_IN
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches" / "stable-diffusion"
-FAKE_HABANA = Path(STAND_IN)
+HPU_SIM = Path(STAND_IN)
 STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
 COMMIT = "a166aa7fbf578f41f855efeab2e14001d6732563"
 # Small but complete: classifier-free guidance (--scale 5.0), two batches of two samples.
@@ -206,7 +206,7 @@ def test_txt2img_on_fake_gaudi_turns_migration_on_marks_each_batch_and_replays_g
 ) -> None:
     log = tmp_path / "fake-habana.jsonl"
     env = {
-        "PYTHONPATH": f"{trees['randn_to_cpu']}{os.pathsep}{FAKE_HABANA}",
+        "PYTHONPATH": f"{trees['randn_to_cpu']}{os.pathsep}{HPU_SIM}",
         "MIGRATE_HPU_SIM_CALLS": str(log),
         "PT_HPU_LAZY_MODE": "1",
     }
@@ -300,8 +300,8 @@ print(json.dumps(out))
 """
 
 
-def drive_samplers(tree: Path, mode: str, device: str, fake_habana: bool) -> dict:
-    path = [str(tree), *([str(FAKE_HABANA)] if fake_habana else [])]
+def drive_samplers(tree: Path, mode: str, device: str, hpu_sim: bool) -> dict:
+    path = [str(tree), *([str(HPU_SIM)] if hpu_sim else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PT_HPU_LAZY_MODE": "1"}
     result = subprocess.run(
         [sys.executable, "-c", SAMPLER_DRIVER, mode, device],
@@ -316,7 +316,7 @@ def drive_samplers(tree: Path, mode: str, device: str, fake_habana: bool) -> dic
 
 
 def test_ddim_graphs_the_plain_and_the_cfg_denoiser_call(trees: Trees) -> None:
-    out = drive_samplers(trees["hpu_graph"], "graphs", "cpu", fake_habana=True)
+    out = drive_samplers(trees["hpu_graph"], "graphs", "cpu", hpu_sim=True)
     assert out["graphed"] == "GraphedCall"
     calls = out["calls"]
     assert calls.count("graph.capture_begin") == 2  # one per input shape: batch 4 (CFG), 2
@@ -328,7 +328,7 @@ def test_ddim_graphs_the_plain_and_the_cfg_denoiser_call(trees: Trees) -> None:
 
 
 def test_ddim_without_habana_calls_the_model_itself(trees: Trees) -> None:
-    out = drive_samplers(trees["hpu_graph"], "graphs", "cpu", fake_habana=False)
+    out = drive_samplers(trees["hpu_graph"], "graphs", "cpu", hpu_sim=False)
     assert out == {"calls": [], "graphed": "method"}
 
 
@@ -337,7 +337,7 @@ def noise_draws(trees: Trees) -> dict[str, dict]:
     """Every random draw of three DDIM and three PLMS batches, on the CPU and on another device
     ("meta": no data, but every op is checked), before and after randn_to_cpu."""
     return {
-        (stage, device): drive_samplers(trees[stage], "noise", device, fake_habana=False)
+        (stage, device): drive_samplers(trees[stage], "noise", device, hpu_sim=False)
         for stage in ("hpu_graph", "randn_to_cpu")
         for device in ("cpu", "meta")
     }

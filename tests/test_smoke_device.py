@@ -23,7 +23,7 @@ from migrate.smoke import device as device_mod
 from migrate.smoke import probe
 from migrate.smoke.device import Device, child_env, resolve
 
-FAKE_HABANA = Path(STAND_IN)
+HPU_SIM = Path(STAND_IN)
 
 
 def test_auto_prefers_hpu_then_cuda_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,7 +98,7 @@ def test_hpu_is_found_through_habana_frameworks_in_the_child(
     hpu_sim: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """resolve() asks a child interpreter, which imports habana_frameworks.torch.hpu (the fake)."""
-    path = os.pathsep.join(filter(None, [str(FAKE_HABANA), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [str(HPU_SIM), os.environ.get("PYTHONPATH")]))
     monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.setattr(device_mod, "cuda_present", lambda python: False)
     assert resolve("hpu") == Device("hpu", None) == resolve("auto")
