@@ -355,3 +355,34 @@ def test_random_draws_are_counted_by_generator_device(child_run: dict) -> None:
     randn = [d for d in draws if d[0] is None or "prog.py" in str(d[0])]
     devices = [device for _, device in randn]
     assert "device" in devices and "cpu" in devices  # randn(device=cuda), randn(device=cpu)
+
+
+@pytest.mark.parametrize(
+    ("release", "code", "migrated"),
+    [
+        ("1.23", "import torch", True),  # 1.18+: torch autoloads the bridge; the variable is enough
+        ("1.12", "import torch", False),  # 1.12: the variable alone migrates nothing
+        ("1.12", "import habana_frameworks.torch.gpu_migration, torch", True),  # the import does
+    ],
+)
+def test_what_turns_gpu_migration_on_depends_on_the_release(
+    release: str, code: str, migrated: bool, tmp_path: Path
+) -> None:
+    from migrate.shim.runner import BOOT_DIR
+
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(BOOT_DIR), hpusim.STAND_IN, str(ROOT)]),
+        MIGRATE_BOOT_MODULES="migrate.shim.hpusim.autoload",
+        PT_HPU_GPU_MIGRATION="1",
+        **{hpusim.RELEASE_ENV: release},
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}; print(torch.cuda.is_available())"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str(migrated)
