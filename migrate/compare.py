@@ -476,6 +476,11 @@ def notes(report: RunReport, *, failures: bool = True) -> list[str]:
             "Weights are random (seeded): samples show the port works and is "
             "deterministic, not image quality."
         )
+    if any(s.metrics.device.kind == SIM for s in report.stages):
+        lines.append(
+            f"Device {LABEL}: the stages' Gaudi code ran on the CPU; compare them by the "
+            "lazy-mode rows, not by their timings (CPU timings of a simulation)."
+        )
     load = load_range(report)
     if load is not None:
         low, high, cpus = load

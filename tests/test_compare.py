@@ -251,3 +251,4 @@ def test_lazy_counts_are_rows_in_every_format_and_stages_lazy_in_json(tmp_path: 
     for fmt in ("md", "html", "table"):
         text = compare.render(report, fmt)
         assert "Graph cuts / step" in text and "ldm/ddim.py:209 x20" in text, fmt
+        assert "not by their timings (CPU timings of a simulation)" in text, fmt
