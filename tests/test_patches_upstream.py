@@ -197,21 +197,21 @@ def test_plms_renders_the_same_samples_before_and_after_randn_to_cpu_on_cpu(
 # --- the Gaudi call sites, through the fake habana_frameworks ----------------------------------
 
 
-def fake_records(log: Path) -> list[dict]:
+def sim_records(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def test_txt2img_on_fake_gaudi_turns_migration_on_marks_each_batch_and_replays_graphs(
+def test_txt2img_on_hpu_sim_turns_migration_on_marks_each_batch_and_replays_graphs(
     trees: Trees, model: PreparedModel, tmp_path: Path
 ) -> None:
-    log = tmp_path / "fake-habana.jsonl"
+    log = tmp_path / "hpu-sim-calls.jsonl"
     env = {
         "PYTHONPATH": f"{trees['randn_to_cpu']}{os.pathsep}{HPU_SIM}",
         "MIGRATE_HPU_SIM_CALLS": str(log),
         "PT_HPU_LAZY_MODE": "1",
     }
-    on_fake = txt2img(trees["randn_to_cpu"], tmp_path / "out", model, env)
-    calls = [r["call"] for r in fake_records(log)]
+    on_sim = txt2img(trees["randn_to_cpu"], tmp_path / "out", model, env)
+    calls = [r["call"] for r in sim_records(log)]
     assert calls[:2] == ["gpu_migration.import", "core.import"]
     # --scale 5.0: every step is a CFG call (batch doubled): one graph, captured on the first
     # step (after a mark_step) and replayed on every later step of both batches.
@@ -225,7 +225,7 @@ def test_txt2img_on_fake_gaudi_turns_migration_on_marks_each_batch_and_replays_g
     # The fake replays the captured ops on the captured tensors on the CPU: if the graph read
     # anything but the static inputs each step copies in, the samples would differ.
     plain = txt2img(trees["randn_to_cpu"], tmp_path / "plain", model)
-    assert on_fake == plain
+    assert on_sim == plain
 
 
 SAMPLER_DRIVER = r"""
