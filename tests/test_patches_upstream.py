@@ -194,7 +194,7 @@ def test_plms_renders_the_same_samples_before_and_after_randn_to_cpu_on_cpu(
     assert after == before
 
 
-# --- the Gaudi call sites, through the fake habana_frameworks ----------------------------------
+# --- the Gaudi call sites, through hpu-sim's habana_frameworks---------------------------------
 
 
 def sim_records(log: Path) -> list[dict]:
@@ -222,7 +222,7 @@ def test_txt2img_on_hpu_sim_turns_migration_on_marks_each_batch_and_replays_grap
         *(["graph.replay"] * 3 + ["mark_step"]),  # --ddim_steps 4; mark_step after the batch
         *(["graph.replay"] * 4 + ["mark_step"]),  # --n_iter 2
     ]
-    # The fake replays the captured ops on the captured tensors on the CPU: if the graph read
+    # hpu-sim replays the captured ops on the captured tensors on the CPU: if the graph read
     # anything but the static inputs each step copies in, the samples would differ.
     plain = txt2img(trees["randn_to_cpu"], tmp_path / "plain", model)
     assert on_sim == plain
