@@ -460,11 +460,11 @@ LEGEND = [
     "≈ same: the interval contains 1 or the change is "
     f"under {THRESHOLD:.0%}; ▲ faster / ▼ slower otherwise; ? unknown: fewer than "
     f"{MIN_ROUNDS} rounds.",
+    "Device: where the script ran. 'GPU Migration emulated': no Gaudi; migrate's emulator of "
+    "GPU Migration (`migrate shim`) redirected the script's CUDA calls to this device.",
     "Host syncs, graph cuts (mark_steps + host syncs), HPU-graph replays, device RNG draws: "
     "lazy-mode counts from the first batch on (exact, not timed; hpu-sim and Gaudi), with the "
     "sites that read device values back most often.",
-    "Device: where the script ran. 'GPU Migration emulated': no Gaudi; migrate's emulator of "
-    "GPU Migration (`migrate shim`) redirected the script's CUDA calls to this device.",
 ]
 
 
