@@ -36,7 +36,10 @@ from migrate.render import (
     printable,
 )
 from migrate.render import render as render_as
+from migrate.shim.hpusim import LABEL
 from migrate.smoke import untrusted
+from migrate.smoke.device import SIM
+from migrate.smoke.lazy import LAZY_HEADERS, lazy_cells
 from migrate.smoke.metrics import (
     METRICS_FILE,
     ROUND_PREFIX,
@@ -370,7 +373,7 @@ def _status(m: StageMetrics) -> str:
 
 
 def _mb(m: StageMetrics) -> str:
-    if m.memory.device_peak_mb is not None:
+    if m.memory.device_peak_mb is not None and m.device.kind != SIM:
         return f"{m.memory.device_peak_mb:.0f} MB ({m.device.kind})"
     return "-" if m.memory.peak_rss_mb is None else f"{m.memory.peak_rss_mb:.0f} MB (RSS)"
 
@@ -408,6 +411,8 @@ def _changes(changes: dict[str, Any] | None) -> str:
 
 
 def _device(m: StageMetrics) -> str:
+    if m.device.kind == SIM:
+        return LABEL + (f", {m.device.threads} threads" if m.device.threads else "")
     emulated = " (GPU Migration emulated)" if m.device.emulator else ""
     label = m.device.kind + emulated
     label += f" {m.device.name}" if m.device.name else ""
@@ -443,6 +448,7 @@ HEADERS = [
     "Samples vs prev",
     "Log tags",
     "Log vs prev",
+    *LAZY_HEADERS,
 ]
 
 
@@ -474,6 +480,7 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 ),
                 _tags(s.log_by_tag),
                 _changes(s.log_changes),
+                *lazy_cells(m.lazy),
             ]
         )
     return HEADERS, rows
@@ -538,6 +545,9 @@ LEGEND = [
     f"{1 / NOISE_FACTOR:.2f}x or above {NOISE_FACTOR:.0f}x (its values are in the notes).",
     "Device: where the script ran. 'GPU Migration emulated': no Gaudi; migrate's emulator of "
     "GPU Migration (`migrate shim`) redirected the script's CUDA calls to this device.",
+    "Host syncs, graph cuts (mark_steps + host syncs), HPU-graph replays, device RNG draws: "
+    "lazy-mode counts from the first batch on (exact, not timed; hpu-sim and Gaudi), with the "
+    "sites that read device values back most often.",
 ]
 
 
@@ -548,6 +558,11 @@ def notes(report: RunReport, *, failures: bool = True) -> list[str]:
         lines.append(
             "Weights are random (seeded): samples show the port works and is "
             "deterministic, not image quality."
+        )
+    if any(s.metrics.device.kind == SIM for s in report.stages):
+        lines.append(
+            f"Device {LABEL}: the stages' Gaudi code ran on the CPU; compare them by the "
+            "lazy-mode rows, not by their timings (CPU timings of a simulation)."
         )
     load = load_range(report)
     if load is not None:
@@ -657,6 +672,7 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
             "vs_prev": _ratio_json(s.vs_prev),
             "vs_first": _ratio_json(s.vs_first),
             "load_avg": [[m.timing.load_start, m.timing.load_end] for m in s.rounds],
+            "lazy": s.metrics.lazy,
         }
         rest = asdict(s)
         for key in ("rounds", "first_batch", "latency", "samples_per_s", "vs_prev", "vs_first"):

@@ -66,32 +66,49 @@ def real_upstream() -> Path:
     return Path(source)
 
 
-FAKE_HABANA = ROOT / "tests" / "fake_habana"
-
-
-def _forget_habana() -> None:
+def forget_habana() -> None:
+    """Forget every imported `habana_frameworks` module and the `torch.hpu` the stand-in set."""
     import sys
 
     for name in list(sys.modules):
         if name.split(".")[0] == "habana_frameworks":
             del sys.modules[name]
     torch = sys.modules.get("torch")
-    if torch is not None and "fake_habana" in str(
+    if torch is not None and "stand_in" in str(
         getattr(getattr(torch, "hpu", None), "__file__", "")
     ):
         del torch.hpu
+    ops = sys.modules.get("migrate.shim.hpusim.ops")
+    if ops is not None:
+        ops.CAPTURING.clear()
+        ops.LISTENERS.clear()
+
+
+def use_hpu_sim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make hpu-sim's stand-in `habana_frameworks` importable in this process.
+
+    Its GPU Migration import is recorded but does not turn the emulator on: that would patch
+    torch for every later test in the process. Tests of the whole stack run a child process
+    with `hpusim.STAND_IN` on PYTHONPATH.
+    """
+    from migrate.shim import hpusim
+    from migrate.shim.hpusim import migration
+
+    forget_habana()
+    monkeypatch.setattr(migration, "enable", lambda: None)
+    monkeypatch.syspath_prepend(hpusim.STAND_IN)
+    for name in (hpusim.CALLS_ENV, hpusim.RELEASE_ENV, hpusim.DEVICES_ENV):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
-def fake_habana(monkeypatch: pytest.MonkeyPatch):
-    """The TEST DOUBLE tests/fake_habana imported in this process (records in `.calls`), and
-    forgotten again afterwards (modules, `torch.hpu`), so no other test sees a "Gaudi"."""
+def hpu_sim(monkeypatch: pytest.MonkeyPatch):
+    """hpu-sim's stand-in `habana_frameworks` imported in this process (records in `.calls`),
+    and forgotten again afterwards (modules, `torch.hpu`), so no other test sees a "Gaudi"."""
     import importlib
 
-    _forget_habana()
-    monkeypatch.syspath_prepend(str(FAKE_HABANA))
-    monkeypatch.delenv("FAKE_HABANA_LOG", raising=False)
+    use_hpu_sim(monkeypatch)
     module = importlib.import_module("habana_frameworks")
-    assert "fake_habana" in (module.__file__ or ""), "not the test double"
+    assert getattr(module, "__hpu_sim__", False), "not hpu-sim's stand-in"
     yield module
-    _forget_habana()
+    forget_habana()

@@ -1,7 +1,8 @@
 """`migrate doctor`: the rules on hand-written facts, the probe on real interpreters, the CLI.
 
-Habana lines are tested against the fake in tests/fake_habana (a test double: what it shows
-is that the doctor asks the real library's API names, not that any hardware works).
+Habana lines are tested against hpu-sim's stand-in `habana_frameworks` (migrate/shim/hpusim:
+a simulation, not Habana's software: what it shows is that the doctor asks the real library's
+API names, not that any hardware works).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import pytest
 
 from migrate import doctor
 from migrate.doctor import checks, compat
+from migrate.shim.hpusim import STAND_IN
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE = ROOT / "tests" / "fake_habana"
+FAKE = Path(STAND_IN)
 
 
 def ok(value: Any) -> dict[str, Any]:
@@ -285,7 +287,7 @@ def test_probe_does_not_switch_gpu_migration_on(tmp_path: Path) -> None:
     log = tmp_path / "calls.jsonl"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(FAKE), str(ROOT)])
-    env["FAKE_HABANA_LOG"] = str(log)
+    env["MIGRATE_HPU_SIM_CALLS"] = str(log)
     facts = doctor.run_probe(sys.executable, env, sections=["habana"])
     assert facts["habana"]["import"]["ok"] and "torch" not in facts
     calls = [json.loads(line)["call"] for line in log.read_text().splitlines()]

@@ -4,7 +4,8 @@ Three entry scripts with CUDA idioms: a training script with a `train()` functio
 and a scheduler), top-level code with two optimizers, and an inference loop with an inner loop
 over the rows of each batch. For each: the drafted `minimal` stage applies with `migrate apply`,
 the patched script runs under `migrate shim` on the CPU, its log names the script's own CUDA call
-sites, and run with tests/fake_habana (a TEST DOUBLE that records calls; no hardware result) it
+sites, and run with hpu-sim's stand-in `habana_frameworks` (migrate/shim/hpusim: it records calls;
+no hardware result) it
 turns GPU Migration on before torch is imported and marks exactly the expected steps.
 """
 
@@ -28,9 +29,10 @@ from migrate.audit.parse import parse  # noqa: E402
 from migrate.bootstrap.draft import draft_source  # noqa: E402
 from migrate.errors import BadInput  # noqa: E402
 from migrate.recipe import load_recipe  # noqa: E402
+from migrate.shim.hpusim import STAND_IN  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_HABANA = Path(__file__).resolve().parent / "fake_habana"
+HPU_SIM = Path(STAND_IN)
 UPSTREAM_URL = "https://example.invalid/tiny-trainers.git"
 
 TRAIN = '''\
@@ -327,8 +329,8 @@ def test_init_apply_and_run_under_the_shim(
     logs = tmp_path / "logs"
     fake_log = tmp_path / "fake.jsonl"
     env = {
-        "PYTHONPATH": os.pathsep.join([str(FAKE_HABANA), os.environ.get("PYTHONPATH", "")]),
-        "FAKE_HABANA_LOG": str(fake_log),
+        "PYTHONPATH": os.pathsep.join([str(HPU_SIM), os.environ.get("PYTHONPATH", "")]),
+        "MIGRATE_HPU_SIM_CALLS": str(fake_log),
     }
     run = migrate("shim", "--log-dir", str(logs), "--", sys.executable, entry, cwd=ws,
                   env=env if gaudi else None)  # fmt: skip
@@ -373,8 +375,8 @@ def test_gpu_migration_is_imported_before_torch(upstream: tuple[Path, str], tmp_
     fake_log = tmp_path / "fake.jsonl"
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(FAKE_HABANA), os.environ.get("PYTHONPATH", "")]),
-        "FAKE_HABANA_LOG": str(fake_log),
+        "PYTHONPATH": os.pathsep.join([str(HPU_SIM), os.environ.get("PYTHONPATH", "")]),
+        "MIGRATE_HPU_SIM_CALLS": str(fake_log),
     }
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300

@@ -22,8 +22,9 @@ from clirun import migrate  # noqa: E402
 
 from migrate.audit.parse import parse  # noqa: E402
 from migrate.recipe import load_recipe  # noqa: E402
+from migrate.shim.hpusim import STAND_IN  # noqa: E402
 
-FAKE_HABANA = Path(__file__).resolve().parent / "fake_habana"
+HPU_SIM = Path(STAND_IN)
 COMMIT = "12dc18e872419aba06daa1c0f7e7b05df43644c7"
 SPARSE = ["--sparse", "/*", "--sparse", "!/word_language_model/data/"]
 # name -> (entry, the drafted edits' descriptions)
@@ -98,8 +99,8 @@ def test_vae_runs_under_the_shim(examples: Path, tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     fake_log = tmp_path / "fake.jsonl"
     env = {
-        "PYTHONPATH": os.pathsep.join([str(FAKE_HABANA), os.environ.get("PYTHONPATH", "")]),
-        "FAKE_HABANA_LOG": str(fake_log),
+        "PYTHONPATH": os.pathsep.join([str(HPU_SIM), os.environ.get("PYTHONPATH", "")]),
+        "MIGRATE_HPU_SIM_CALLS": str(fake_log),
     }
     run = migrate(
         "shim", "--log-dir", str(logs), "--", sys.executable, "main.py", "--epochs", "1",

@@ -2,8 +2,9 @@
 
 The Gaudi logic of the stack lives in a file the patches create (`ldm/hpu.py`), so it can be
 written out from the patch text alone (`git apply --include`) and imported here. The Gaudi side is
-a TEST DOUBLE: tests/fake_habana records the calls the patched code makes; nothing here ran on
-a Gaudi. The call sites in upstream files are exercised in tests/test_patches_upstream.py.
+hpu-sim's stand-in `habana_frameworks` (migrate/shim/hpusim), which records the calls the patched
+code makes; nothing here ran on a Gaudi. The call sites in upstream files are exercised in
+tests/test_patches_upstream.py.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from types import ModuleType
 
 import pytest
 import torch
+from conftest import forget_habana, use_hpu_sim
 from unidiff import PatchSet
 
 from migrate.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches" / "stable-diffusion"
-FAKE_HABANA = Path(__file__).resolve().parent / "fake_habana"
 STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
 # What each stage may touch: one concern per diff (added files marked +).
 TOUCHES = {
@@ -167,21 +168,16 @@ def materialize(stage: str, dest: Path) -> Path:
 def load_hpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., ModuleType]]:
-    """Import ldm/hpu.py of a stage with the fake habana_frameworks, or with none at all."""
+    """Import ldm/hpu.py of a stage with hpu-sim's habana_frameworks, or with none at all."""
 
     counter = itertools.count()
 
-    def clear() -> None:
-        for name in list(sys.modules):
-            if name.split(".")[0] == "habana_frameworks":
-                del sys.modules[name]
-        if "fake_habana" in str(getattr(getattr(torch, "hpu", None), "__file__", "")):
-            del torch.hpu  # set by the fake's import, as the real bridge sets its own
+    clear = forget_habana  # modules and torch.hpu, set by the import as the real bridge does
 
     def load(stage: str, habana: str | None = "fake") -> ModuleType:
         clear()
         if habana == "fake":
-            monkeypatch.syspath_prepend(str(FAKE_HABANA))
+            use_hpu_sim(monkeypatch)
         elif habana is None:  # absent, even on a machine that has the real one
             monkeypatch.setitem(sys.modules, "habana_frameworks", None)
         else:
@@ -198,9 +194,9 @@ def load_hpu(
 
 
 def fake_calls(call: str | None = None) -> list[dict]:
-    import habana_frameworks  # the fake, put on sys.path by load_hpu
+    import habana_frameworks  # hpu-sim's, put on sys.path by load_hpu
 
-    assert "fake_habana" in (habana_frameworks.__file__ or ""), "not the test double"
+    assert "stand_in" in (habana_frameworks.__file__ or ""), "not hpu-sim's stand-in"
     return [c for c in habana_frameworks.calls if call is None or c["call"] == call]
 
 

@@ -3,8 +3,8 @@
 Proves: the four stages apply in order with no offset and no fuzz; `migrate refresh` leaves each
 patch as it is; on the CPU (through migrate's GPU Migration emulator) every stage renders
 byte-identical samples with the same seed; and the patched call sites drive the Gaudi APIs as
-they should, observed through tests/fake_habana (a TEST DOUBLE that records calls: not a
-hardware result).
+they should, observed through hpu-sim's stand-in `habana_frameworks` (migrate/shim/hpusim; it
+records calls: not a hardware result).
 
 Run: MIGRATE_SOURCE=/path/to/stable-diffusion-mirror pytest tests/test_patches_upstream.py
 A few minutes on 2 cores: five txt2img processes with a tiny random-weight model.
@@ -25,10 +25,11 @@ import pytest
 
 from migrate.models import PreparedModel
 from migrate.recipe import load_recipe
+from migrate.shim.hpusim import STAND_IN
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches" / "stable-diffusion"
-FAKE_HABANA = Path(__file__).resolve().parent / "fake_habana"
+HPU_SIM = Path(STAND_IN)
 STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
 COMMIT = "a166aa7fbf578f41f855efeab2e14001d6732563"
 # Small but complete: classifier-free guidance (--scale 5.0), two batches of two samples.
@@ -193,24 +194,24 @@ def test_plms_renders_the_same_samples_before_and_after_randn_to_cpu_on_cpu(
     assert after == before
 
 
-# --- the Gaudi call sites, through the fake habana_frameworks ----------------------------------
+# --- the Gaudi call sites, through hpu-sim's habana_frameworks---------------------------------
 
 
-def fake_records(log: Path) -> list[dict]:
+def sim_records(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def test_txt2img_on_fake_gaudi_turns_migration_on_marks_each_batch_and_replays_graphs(
+def test_txt2img_on_hpu_sim_turns_migration_on_marks_each_batch_and_replays_graphs(
     trees: Trees, model: PreparedModel, tmp_path: Path
 ) -> None:
-    log = tmp_path / "fake-habana.jsonl"
+    log = tmp_path / "hpu-sim-calls.jsonl"
     env = {
-        "PYTHONPATH": f"{trees['randn_to_cpu']}{os.pathsep}{FAKE_HABANA}",
-        "FAKE_HABANA_LOG": str(log),
+        "PYTHONPATH": f"{trees['randn_to_cpu']}{os.pathsep}{HPU_SIM}",
+        "MIGRATE_HPU_SIM_CALLS": str(log),
         "PT_HPU_LAZY_MODE": "1",
     }
-    on_fake = txt2img(trees["randn_to_cpu"], tmp_path / "out", model, env)
-    calls = [r["call"] for r in fake_records(log)]
+    on_sim = txt2img(trees["randn_to_cpu"], tmp_path / "out", model, env)
+    calls = [r["call"] for r in sim_records(log)]
     assert calls[:2] == ["gpu_migration.import", "core.import"]
     # --scale 5.0: every step is a CFG call (batch doubled): one graph, captured on the first
     # step (after a mark_step) and replayed on every later step of both batches.
@@ -221,10 +222,10 @@ def test_txt2img_on_fake_gaudi_turns_migration_on_marks_each_batch_and_replays_g
         *(["graph.replay"] * 3 + ["mark_step"]),  # --ddim_steps 4; mark_step after the batch
         *(["graph.replay"] * 4 + ["mark_step"]),  # --n_iter 2
     ]
-    # The fake replays the captured ops on the captured tensors on the CPU: if the graph read
+    # hpu-sim replays the captured ops on the captured tensors on the CPU: if the graph read
     # anything but the static inputs each step copies in, the samples would differ.
     plain = txt2img(trees["randn_to_cpu"], tmp_path / "plain", model)
-    assert on_fake == plain
+    assert on_sim == plain
 
 
 SAMPLER_DRIVER = r"""
@@ -299,8 +300,8 @@ print(json.dumps(out))
 """
 
 
-def drive_samplers(tree: Path, mode: str, device: str, fake_habana: bool) -> dict:
-    path = [str(tree), *([str(FAKE_HABANA)] if fake_habana else [])]
+def drive_samplers(tree: Path, mode: str, device: str, hpu_sim: bool) -> dict:
+    path = [str(tree), *([str(HPU_SIM)] if hpu_sim else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PT_HPU_LAZY_MODE": "1"}
     result = subprocess.run(
         [sys.executable, "-c", SAMPLER_DRIVER, mode, device],
@@ -315,7 +316,7 @@ def drive_samplers(tree: Path, mode: str, device: str, fake_habana: bool) -> dic
 
 
 def test_ddim_graphs_the_plain_and_the_cfg_denoiser_call(trees: Trees) -> None:
-    out = drive_samplers(trees["hpu_graph"], "graphs", "cpu", fake_habana=True)
+    out = drive_samplers(trees["hpu_graph"], "graphs", "cpu", hpu_sim=True)
     assert out["graphed"] == "GraphedCall"
     calls = out["calls"]
     assert calls.count("graph.capture_begin") == 2  # one per input shape: batch 4 (CFG), 2
@@ -327,7 +328,7 @@ def test_ddim_graphs_the_plain_and_the_cfg_denoiser_call(trees: Trees) -> None:
 
 
 def test_ddim_without_habana_calls_the_model_itself(trees: Trees) -> None:
-    out = drive_samplers(trees["hpu_graph"], "graphs", "cpu", fake_habana=False)
+    out = drive_samplers(trees["hpu_graph"], "graphs", "cpu", hpu_sim=False)
     assert out == {"calls": [], "graphed": "method"}
 
 
@@ -336,7 +337,7 @@ def noise_draws(trees: Trees) -> dict[str, dict]:
     """Every random draw of three DDIM and three PLMS batches, on the CPU and on another device
     ("meta": no data, but every op is checked), before and after randn_to_cpu."""
     return {
-        (stage, device): drive_samplers(trees[stage], "noise", device, fake_habana=False)
+        (stage, device): drive_samplers(trees[stage], "noise", device, hpu_sim=False)
         for stage in ("hpu_graph", "randn_to_cpu")
         for device in ("cpu", "meta")
     }

@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from clirun import migrate
 
 from migrate.audit.parse import parse
 from migrate.shim.runner import shim_env
@@ -141,7 +142,7 @@ def test_factories_generator_and_pin_memory(tmp_path: Path) -> None:
             torch.tensor([1.0, 2.0], device="cuda"),  # expect: cpu_match torch.tensor
             torch.zeros_like(torch.ones(2), device="cuda"),  # expect: cpu_match torch.zeros_like
             torch.linspace(0, 1, 4, device="cuda"),  # expect: cpu_match torch.linspace
-            torch.ones(2, pin_memory=True),  # expect: cpu_match torch.ones
+            torch.ones(2, pin_memory=True),  # expect: cpu_modified torch.ones
             torch.ones(2).pin_memory(),  # expect: cpu_match torch.Tensor.pin_memory
             torch.rand(2, device="cpu"),
         ]
@@ -210,9 +211,18 @@ def test_torch_cuda_functions(tmp_path: Path) -> None:
         # expect+1: cpu_match torch.cuda.reset_peak_memory_stats
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.empty_cache()  # expect: cpu_mismatch torch.cuda.empty_cache
-        name = torch.cuda.get_device_name(0)  # expect: cpu_match torch.cuda.get_device_name
-        start = torch.cuda.Event(enable_timing=True)  # expect: cpu_match torch.cuda.Event
-        end = torch.cuda.Event(enable_timing=True)  # expect: cpu_match torch.cuda.Event
+        name = torch.cuda.get_device_name(0)  # answered, not logged (as GPU Migration)
+        # expect+1: cpu_modified torch.cuda.get_device_capability
+        capability = torch.cuda.get_device_capability()
+        # expect+1: cpu_modified torch.cuda.get_device_properties
+        props = torch.cuda.get_device_properties(0)
+        torch.cuda.ipc_collect()  # expect: cpu_modified torch.cuda.ipc_collect
+        # expect+1: cpu_mismatch torch.cuda.reset_max_memory_cached
+        torch.cuda.reset_max_memory_cached()
+        # expect+1: cpu_functional_mismatch torch.cuda.Event
+        start = torch.cuda.Event(enable_timing=True)
+        # expect+1: cpu_functional_mismatch torch.cuda.Event
+        end = torch.cuda.Event(enable_timing=True)
         start.record()
         s = torch.cuda.Stream()  # expect: cpu_match torch.cuda.Stream
         with torch.cuda.nvtx.range("work"):
@@ -220,8 +230,14 @@ def test_torch_cuda_functions(tmp_path: Path) -> None:
         end.record()
         elapsed = start.elapsed_time(end)
         s.synchronize()
+        graph = torch.cuda.CUDAGraph()  # expect: cpu_modified torch.cuda.CUDAGraph
+        with torch.cuda.graph(graph):  # expect: cpu_modified torch.cuda.graph
+            doubled = t * 2
+        t.fill_(5.0)
+        graph.replay()  # a CUDA graph is an HPU graph under GPU Migration: replayed
+        assert doubled.tolist() == [10.0, 10.0], doubled
         print(ok, n, i, first.tolist() == again.tolist(), first.tolist(), used, peak, name,
-              elapsed >= 0, t.dtype, t.tolist())
+              elapsed >= 0, t.dtype, t.tolist(), capability, props.name)
         """,
         None,
     )
@@ -234,7 +250,8 @@ def test_torch_cuda_functions(tmp_path: Path) -> None:
 
     torch.manual_seed(5)  # what the CUDA seed means on the CPU: the CPU generator's seed
     native = torch.rand(3).tolist()
-    assert shimmed.stdout == f"True 1 0 True {native} 0 0 cpu True torch.float32 [1.0, 2.0]\n"
+    expected = f"True 1 0 True {native} 0 0 cpu True torch.float32 [5.0, 5.0] (0, 0) cpu\n"
+    assert shimmed.stdout == expected
 
 
 def test_autocast_runs_in_fp32(tmp_path: Path) -> None:
@@ -511,3 +528,40 @@ def test_cli_passes_exit_code_and_output_through(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (5, "", "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["python", "-I", "prog.py"], "-I"),
+        (["python3", "-S", "prog.py"], "-S"),
+        (["/usr/bin/python3.11", "-u", "-Es", "prog.py"], "-E"),
+        (["python", "-bI", "-c", "pass"], "-I"),
+    ],
+)
+def test_an_interpreter_that_cannot_boot_the_emulator_is_refused(
+    argv: list[str], flag: str
+) -> None:
+    """-E/-I ignore PYTHONPATH and -S skips site: the emulator would never start, and the run
+    would end saying the program never imported torch. Refused up front, with the reason."""
+    from migrate.errors import BadInput
+    from migrate.shim.runner import refuse_isolated_python
+
+    with pytest.raises(BadInput, match=f"{flag}: the interpreter .* cannot start"):
+        refuse_isolated_python(argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["python", "-s", "-u", "prog.py"], ["python", "-c", "import x", "-I"], ["prog", "-I"]],
+)
+def test_interpreter_options_that_keep_the_boot_are_accepted(argv: list[str]) -> None:
+    from migrate.shim.runner import refuse_isolated_python
+
+    refuse_isolated_python(argv)  # -s, options after -c's code, not a python: fine
+
+
+def test_shim_cli_refuses_python_dash_i_in_one_line(tmp_path: Path) -> None:
+    done = migrate("shim", "--log-dir", str(tmp_path), "--", sys.executable, "-I", "x.py")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "-I" in done.stderr

@@ -1,7 +1,8 @@
 """Device choice and the child's environment; the probe's device sync.
 
-The Gaudi paths here run against tests/fake_habana, a TEST DOUBLE of `habana_frameworks` that
-records calls: they check what migrate asks of a Gaudi, not that anything runs on one.
+The Gaudi paths here run against hpu-sim's stand-in `habana_frameworks` (migrate/shim/hpusim, NOT
+Habana's software), which records calls: they check what migrate asks of a Gaudi, not that
+anything runs on one.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any
 import pytest
 
 from migrate.errors import BadInput
+from migrate.shim.hpusim import STAND_IN
 from migrate.smoke import device as device_mod
 from migrate.smoke import probe
 from migrate.smoke.device import Device, child_env, resolve
 
-FAKE_HABANA = Path(__file__).resolve().parent / "fake_habana"
+HPU_SIM = Path(STAND_IN)
 
 
 def test_auto_prefers_hpu_then_cuda_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,6 +57,35 @@ def test_gaudi_env_turns_gpu_migration_on_without_the_emulator(tmp_path: Path) -
     assert env["MIGRATE_BOOT_MODULES"] == "migrate.smoke.probe"
 
 
+def test_hpu_sim_is_asked_for_never_chosen_by_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_mod, "hpu_present", lambda python: False)
+    monkeypatch.setattr(device_mod, "cuda_present", lambda python: False)
+    assert resolve("hpu-sim") == Device("hpu-sim", None)
+    assert resolve("auto") == Device("cpu", "cpu")
+
+
+def test_hpu_sim_env_puts_the_stand_in_on_the_path_and_sets_what_a_gaudi_run_sets(
+    tmp_path: Path,
+) -> None:
+    env = child_env(
+        Device("hpu-sim", None),
+        tmp_path / "logs",
+        log_level=1,
+        boot_modules=["migrate.smoke.probe"],
+        base={"PATH": "/bin", "PYTHONPATH": "/mine"},
+    )
+    path = env["PYTHONPATH"].split(os.pathsep)
+    assert path[1] == STAND_IN and path[2] == "/mine"  # after the boot folder, before the user's
+    assert env["MIGRATE_BOOT_MODULES"] == "migrate.shim.hpusim.autoload,migrate.smoke.probe"
+    assert "MIGRATE_SHIM_TARGET" not in env  # the stand-in's GPU Migration turns it on
+    assert env["PT_HPU_GPU_MIGRATION"] == "1" and env["PT_HPU_LAZY_MODE"] == "1"
+    assert env["HABANA_LOGS"] == str(tmp_path / "logs")
+    eager = child_env(
+        Device("hpu-sim", None), tmp_path, base={"PATH": "/bin", "PT_HPU_LAZY_MODE": "0"}
+    )
+    assert eager["PT_HPU_LAZY_MODE"] == "0"  # eager mode, as asked (e.g. by --mode eager)
+
+
 def test_cpu_env_uses_the_emulator(tmp_path: Path) -> None:
     env = child_env(
         Device("cpu", "cpu"), tmp_path, base={"PATH": "/bin"}, extra={"HF_HUB_OFFLINE": "1"}
@@ -64,27 +95,27 @@ def test_cpu_env_uses_the_emulator(tmp_path: Path) -> None:
 
 
 def test_hpu_is_found_through_habana_frameworks_in_the_child(
-    fake_habana: ModuleType, monkeypatch: pytest.MonkeyPatch
+    hpu_sim: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """resolve() asks a child interpreter, which imports habana_frameworks.torch.hpu (the fake)."""
-    path = os.pathsep.join(filter(None, [str(FAKE_HABANA), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [str(HPU_SIM), os.environ.get("PYTHONPATH")]))
     monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.setattr(device_mod, "cuda_present", lambda python: False)
     assert resolve("hpu") == Device("hpu", None) == resolve("auto")
-    monkeypatch.setenv("FAKE_HABANA_DEVICES", "0")  # the bridge installed, no Gaudi
+    monkeypatch.setenv("MIGRATE_HPU_SIM_DEVICES", "0")  # the bridge installed, no Gaudi
     assert resolve("auto") == Device("cpu", "cpu")
     with pytest.raises(BadInput, match="--device hpu"):
         resolve("hpu")
 
 
-def test_probe_sync_cuts_and_waits_on_a_fake_gaudi(fake_habana: ModuleType) -> None:
+def test_probe_sync_cuts_and_waits_on_a_fake_gaudi(hpu_sim: ModuleType) -> None:
     import habana_frameworks.torch.core  # noqa: F401  (what the patched script imports)
     import torch
 
     assert probe._device_kind() == "hpu" and torch.hpu.__name__ == "habana_frameworks.torch.hpu"
-    fake_habana.calls.clear()
+    hpu_sim.calls.clear()
     probe._sync()
-    assert [c["call"] for c in fake_habana.calls] == ["mark_step", "hpu.synchronize"]
+    assert [c["call"] for c in hpu_sim.calls] == ["mark_step", "hpu.synchronize"]
 
 
 def _probe_run(tmp_path: Path, steps: int, batches: int) -> tuple[list[str], list[dict[str, Any]]]:
@@ -112,7 +143,7 @@ def _probe_run(tmp_path: Path, steps: int, batches: int) -> tuple[list[str], lis
 
 
 def test_probe_on_a_gaudi_waits_once_per_batch_and_never_per_step(
-    fake_habana: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hpu_sim: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cutting the lazy graph around every step would time another program than the script's."""
     import habana_frameworks.torch.core  # noqa: F401
@@ -126,7 +157,7 @@ def test_probe_on_a_gaudi_waits_once_per_batch_and_never_per_step(
 
 
 def test_probe_times_gaudi_steps_only_when_asked(
-    fake_habana: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hpu_sim: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import habana_frameworks.torch.core  # noqa: F401
 

@@ -150,3 +150,10 @@ def test_apply_check_of_the_shipped_patches_on_the_real_upstream(
     checked = cli(installed, tmp_path, "apply", "--check")
     assert checked.returncode == 0, checked.stderr
     assert (tmp_path / "upstream" / "stable-diffusion" / ".git").is_dir()
+
+
+def test_the_wheel_carries_the_hpu_sim_stand_in(installed: Path) -> None:
+    """`--device hpu-sim` works from an installed wheel: the stand-in ships as package files."""
+    stand_in = installed / "migrate" / "shim" / "hpusim" / "stand_in" / "habana_frameworks"
+    for rel in ("torch/gpu_migration.py", "torch/core.py", "torch/hpu/graphs.py"):
+        assert (stand_in / rel).is_file(), rel

@@ -64,7 +64,7 @@ def interpreter(python: str | None) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Running the upstream's script: `migrate smoke` and `migrate run`.
 
-DEVICE_CHOICES = ["auto", "hpu", "cuda", "cpu"]
+DEVICE_CHOICES = ["auto", "hpu", "hpu-sim", "cuda", "cpu"]
 
 
 class PassthroughCommand(click.Command):
@@ -115,7 +115,8 @@ device_option = click.option(
     default="auto",
     show_default=True,
     help="auto: a Gaudi (real GPU Migration) if present, else CUDA, else the CPU "
-    "(both through the emulator, which logs what GPU Migration would change).",
+    "(both through the emulator, which logs what GPU Migration would change). hpu-sim: a "
+    "Gaudi simulated on the CPU (the recipe's Gaudi code runs; lazy-mode semantics, not speed).",
 )
 model_option = click.option(
     "--model",

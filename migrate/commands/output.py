@@ -166,8 +166,16 @@ def stage_line(m: Any) -> str:
         weights += f" [yellow](with uncommitted edits in {len(m.patch.edited)} file(s))[/yellow]"
     return (
         f"[green]✓ {m.stage}[/green]: first batch {t.first_batch_s or 0:.3f} s{steady}, "
-        f"{len(m.samples)} samples on {m.device.kind}{weights}"
+        f"{len(m.samples)} samples on {_where(m.device.kind)}{weights}"
     )
+
+
+def _where(kind: str) -> str:
+    """The device a stage ran on; a simulated Gaudi says what it is."""
+    from migrate.shim.hpusim import LABEL
+    from migrate.smoke.device import SIM
+
+    return LABEL if kind == SIM else kind
 
 
 def raise_if_failed(result: Any) -> None:

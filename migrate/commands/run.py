@@ -74,6 +74,7 @@ def run(
     Examples:
       migrate run --source /path/to/stable-diffusion-mirror   # offline: a local mirror
       migrate run --through minimal --device cpu
+      migrate run --device hpu-sim                            # rehearse the Gaudi path on the CPU
       migrate run --resume                                    # finish an interrupted run
       migrate run -- --ddim_steps 10                          # extra script arguments
     """

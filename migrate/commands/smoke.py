@@ -65,6 +65,7 @@ def smoke(
     Examples:
       migrate smoke                          # current stage, tiny model, best device
       migrate smoke minimal --device cpu     # bring the workspace to 'minimal' first
+      migrate smoke hpu_graph --device hpu-sim   # its Gaudi code on a simulated Gaudi
       migrate smoke -- --ddim_steps 10       # extra arguments for the script itself
     """
     from migrate import pipeline

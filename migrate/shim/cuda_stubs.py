@@ -2,9 +2,13 @@
 
 Tags, target cpu:
 The tag's kind is the one GPU Migration gives each API (hpu_match, hpu_modified, hpu_mismatch in
-the real logs: is_available, set_device, manual_seed, the memory statistics are match;
-device_count, current_device and torch.cuda.<Type>Tensor, logged as `torch.cuda.__new__`, are
-modified; nvtx is mismatch); the replacement says what the CPU did: the CPU equivalent
+the real logs and 1.17's sources: is_available, set_device, manual_seed, the memory statistics
+are match; device_count, current_device, get_device_capability, get_device_properties,
+ipc_collect and torch.cuda.<Type>Tensor, logged as `torch.cuda.__new__`, are modified;
+empty_cache, reset_max_memory_cached and nvtx.range are mismatch; Event is functional_mismatch;
+get_device_name is answered but not logged; of nvtx only `range` is patched, as there;
+CUDAGraph/graph become HPU-graph-like captures, `graphs.CapturedOps`, as GPU Migration maps CUDA
+graphs to HPU graphs); the replacement says what the CPU did: the CPU equivalent
 (manual_seed -> torch.manual_seed, synchronize -> no-op), an answer that lets CUDA code run
 (is_available -> True, device_count -> 1) or a harmless dummy (memory statistics -> 0, a Stream
 whose methods do nothing).
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from migrate.shim.graphs import CapturedOps
 from migrate.shim.habana import Signature, args_kwargs, habana_call, value_str
 
 if TYPE_CHECKING:
@@ -128,6 +133,53 @@ class Stream:
         pass
 
 
+class CUDAGraph:
+    """`torch.cuda.CUDAGraph()` on the CPU: GPU Migration maps CUDA graphs to HPU graphs, so the
+    capture records the ops (running them once) and a replay reruns them on the same tensors."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._ops: CapturedOps | None = None
+
+    def capture_begin(self, *args: Any, **kwargs: Any) -> None:
+        if self._ops is not None:
+            raise RuntimeError("CUDAGraph.capture_begin: this graph has already been captured")
+        self._ops = CapturedOps()
+        self._ops.begin()
+
+    def capture_end(self) -> None:
+        if self._ops is None:
+            raise RuntimeError("CUDAGraph.capture_end without capture_begin")
+        self._ops.end()
+
+    def replay(self) -> None:
+        if self._ops is None or self._ops.capturing:
+            raise RuntimeError("CUDAGraph.replay before the capture ended")
+
+        def refuse(why: str) -> None:
+            raise RuntimeError(f"CUDAGraph.replay: a captured tensor changed shape ({why})")
+
+        self._ops.replay(refuse)
+
+    def reset(self) -> None:
+        self._ops = None
+
+    def pool(self) -> tuple[int, int]:
+        return (0, 0)
+
+
+class graph:  # noqa: N801 (torch's name)
+    """`with torch.cuda.graph(g):` captures into `g` (a CUDAGraph stand-in)."""
+
+    def __init__(self, cuda_graph: CUDAGraph, pool: Any = None, stream: Any = None, **kwargs: Any):
+        self.cuda_graph = cuda_graph
+
+    def __enter__(self) -> None:
+        self.cuda_graph.capture_begin()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cuda_graph.capture_end()
+
+
 class NoOpContext:
     """`with torch.cuda.device(1):` and friends: nothing to switch on a CPU."""
 
@@ -179,7 +231,7 @@ def _positional(api: str) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
 # kwargs) -> text)). The kind is Habana's (e.g. current_device is hpu_modified, the memory
 # statistics hpu_match) so that an emulated log lines up with a Gaudi one; the replacement says
 # what the CPU did, e.g. "Dummy (0)" where the CPU has nothing to report.
-Stub = tuple[str, Callable[..., Any], str | Callable[[tuple[Any, ...], dict[str, Any]], str]]
+Stub = tuple[str | None, Callable[..., Any], str | Callable[[tuple[Any, ...], dict[str, Any]], str]]
 STUBS: dict[str, Stub] = {
     "is_available": ("match", lambda: True, "True (the CPU stands in for the GPU)"),
     "is_initialized": ("match", lambda: True, "True (the CPU stands in for the GPU)"),
@@ -212,14 +264,14 @@ STUBS: dict[str, Stub] = {
         lambda new_states: torch.set_rng_state(new_states[0]),
         "torch.set_rng_state(new_states[0])",
     ),
-    "get_device_name": ("match", lambda device=None: "cpu", "Dummy ('cpu')"),
-    "get_device_capability": ("mismatch", lambda device=None: (0, 0), "Dummy ((0, 0))"),
-    "get_device_properties": ("match", _properties, "Dummy (name='cpu', host memory)"),
+    "get_device_name": (None, lambda device=None: "cpu", "Dummy ('cpu')"),
+    "get_device_capability": ("modified", lambda device=None: (0, 0), "Dummy ((0, 0))"),
+    "get_device_properties": ("modified", _properties, "Dummy (name='cpu', host memory)"),
     "mem_get_info": ("match", lambda device=None: _host_memory(), "Dummy (host memory)"),
     "memory_stats": ("match", lambda device=None: {}, "Dummy ({})"),
     "memory_summary": ("match", lambda device=None, abbreviated=False: "", "Dummy ('')"),
     "empty_cache": ("mismatch", lambda: None, "Dummy"),
-    "ipc_collect": ("mismatch", lambda: None, "Dummy"),
+    "ipc_collect": ("modified", lambda: None, "Dummy"),
     "current_stream": (
         "match",
         lambda device=None: Stream(),
@@ -234,14 +286,17 @@ STUBS: dict[str, Stub] = {
     "stream": ("match", lambda stream=None: contextlib.nullcontext(), "Dummy (no-op context)"),
     "device": ("match", NoOpContext, "Dummy (no-op context)"),
     "device_of": ("match", NoOpContext, "Dummy (no-op context)"),
-    "Event": ("match", Event, "an Event timed on the host clock"),
+    "Event": ("functional_mismatch", Event, "an Event timed on the host clock"),
+    "CUDAGraph": ("modified", CUDAGraph, "an HPU-graph-like capture of the CPU ops (replayed)"),
+    "graph": ("modified", graph, "an HPU-graph-like capture of the CPU ops (replayed)"),
 }
 for _name in ("memory_allocated", "max_memory_allocated", "memory_reserved",
               "max_memory_reserved", "memory_cached", "max_memory_cached"):  # fmt: skip
     STUBS[_name] = ("match", lambda device=None: 0, "Dummy (0: no device memory on the CPU)")
 for _name in ("reset_peak_memory_stats", "reset_max_memory_allocated",
-              "reset_max_memory_cached", "reset_accumulated_memory_stats"):  # fmt: skip
+              "reset_accumulated_memory_stats"):  # fmt: skip
     STUBS[_name] = ("match", lambda device=None: None, "Dummy")
+STUBS["reset_max_memory_cached"] = ("mismatch", lambda device=None: None, "Dummy")
 
 
 @contextlib.contextmanager
@@ -251,13 +306,8 @@ def _nvtx_range(msg: Any = None, *args: Any, **kwargs: Any) -> Any:
 
 
 STATE_REF: list[Any] = [None]
-NVTX: dict[str, Stub] = {
-    "range_push": ("mismatch", lambda msg: 0, "Dummy"),
-    "range_pop": ("mismatch", lambda: 0, "Dummy"),
-    "mark": ("mismatch", lambda msg: None, "Dummy"),
-}
 # Rendered `name()` whatever they are given, as GPU Migration writes them.
-NO_ARGUMENTS = {"torch.cuda.synchronize", "torch.cuda.nvtx.range_push", "torch.cuda.nvtx.mark"}
+NO_ARGUMENTS = {"torch.cuda.synchronize"}
 
 
 def _no_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -293,6 +343,8 @@ def _stub(emu: Emulator, api: str, stub: Stub, original: Callable[..., Any], tor
     whole = api in WHOLE
 
     def cpu_stub(*args: Any, **kwargs: Any) -> Any:
+        if kind is None:  # answered, not logged (as GPU Migration does)
+            return stand_in(*args, **kwargs)
         if sys._getframe(1).f_code.co_filename.startswith(torch_dir):
             if getattr(_QUIET, "on", False):
                 return original(*args, **kwargs)
@@ -314,7 +366,8 @@ def _logged(emu: Emulator, api: str, kind: str, original: Callable[..., Any]) ->
     left = _left(api, original)
 
     def cuda_call(*args: Any, **kwargs: Any) -> Any:
-        emu.note(kind, api, args, kwargs, left, "")
+        if kind is not None:
+            emu.note(kind, api, args, kwargs, left, "")
         return original(*args, **kwargs)
 
     return cuda_call
@@ -365,7 +418,6 @@ def install(emu: Emulator) -> None:
     nvtx = getattr(cuda, "nvtx", None)
     tables: list[tuple[Any, str, dict[str, Stub]]] = [(cuda, "torch.cuda", STUBS)]
     if nvtx is not None:
-        tables.append((nvtx, "torch.cuda.nvtx", NVTX))
         if getattr(nvtx, "range", None) is not None:
             # a context manager that logs on entry: the site is contextlib's __enter__, as on
             # Gaudi; the CUDA target keeps the real ranges

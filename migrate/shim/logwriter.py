@@ -61,8 +61,10 @@ def _fingerprint(value: Any) -> Any:
 class MigrationLog:
     """The log of one process; re-opened under the child's pid after a fork."""
 
-    def __init__(self, log_dir: Path, level: int, torch_dir: str, echo: TextIO | None = None):
-        self.log_dir = Path(log_dir)
+    def __init__(
+        self, log_dir: Path | None, level: int, torch_dir: str, echo: TextIO | None = None
+    ):
+        self.log_dir = Path(log_dir) if log_dir is not None else None  # None: no log file
         self.level = level
         self.torch_dir = torch_dir
         self.echo = echo if echo is not None else (sys.stderr if level == 1 else None)
@@ -75,6 +77,9 @@ class MigrationLog:
         self._lock = threading.Lock()
         self._seen: set[tuple[str, int, str]] = set()
         self._fast: set[tuple[Any, ...]] = set()
+        self._file: TextIO | None = None
+        if self.log_dir is None:
+            return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.log_dir / LOG_NAME.format(pid=os.getpid())
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as we do)
@@ -140,8 +145,9 @@ class MigrationLog:
             if key in self._seen:
                 return
             self._seen.add(key)
-            self._file.write(text)
-            self._file.flush()
+            if self._file is not None:
+                self._file.write(text)
+                self._file.flush()
         if self.echo is not None:
             try:
                 self.echo.write(text)

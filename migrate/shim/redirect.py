@@ -23,13 +23,16 @@ records the device the program moved to and asks `torch.cuda.current_device()`),
 as on Gaudi. The emulator keeps all of that: it no longer touches lightning's mixin (the mixin
 records cuda and hands the move to torch's Module.to/.cuda, redirected here) and never rewrites a
 device value the program holds, only the device a tensor is put on. What a tensor reports about
-itself -- `Tensor.device`, `is_cuda`, `get_device()`, `type()` -- stays the truth (cpu). On Gaudi
-it is not CUDA either (`hpu`), so `if x.device != device: x = x.to(device)` takes the same branch
-and logs the same call on both; torch's own Python code reads these attributes to choose kernels
-(faking them would send it down CUDA paths that cannot run here); and they are read on every
-op, so a Python property in their place would cost every step. Plain torch modules have no
-device of their own to keep; modules that compute `device` from their parameters answer cpu,
-as they answer hpu on Gaudi.
+itself -- `Tensor.device`, `is_cuda`, `get_device()`, `type()` -- stays the truth (cpu). This is
+a known difference, chosen: GPU Migration (1.17's sources) makes `is_cuda` True and `type()`
+answer `torch.cuda.*Tensor` for an HPU tensor (while `.device` answers hpu), so a program's
+`if x.is_cuda:` branch differs between a Gaudi and this emulator. The emulator does not copy
+it because torch's own Python code reads `is_cuda` to choose CUDA kernels (faking it would send
+it down CUDA paths that cannot run on a CPU), and these attributes are read on every op, so a
+Python property in their place would cost every step. `x.device != device` comparisons take the
+same branch on both (cpu / hpu are not cuda). Plain torch modules have no device of their own
+to keep; modules that compute `device` from their parameters answer cpu, as they answer hpu on
+Gaudi.
 """
 
 from __future__ import annotations
@@ -81,6 +84,14 @@ class Emulator:
         self.match = self.prefix + "match"
         self.modified = self.prefix + "modified"
         self.mismatch = self.prefix + "mismatch"
+        # hpu-sim sets this to mark what a redirect puts on the (simulated) device
+        self.on_device: Callable[[Callable[..., Any], tuple, dict], Any] | None = None
+
+    def device_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)`, a call that puts a tensor, module or generator on the device."""
+        if self.on_device is None:
+            return fn(*args, **kwargs)
+        return self.on_device(fn, args, kwargs)
 
     def note(
         self,
@@ -128,7 +139,7 @@ def _module_method(frame: Any) -> bool:
     )
 
 
-def install(target: str, log_dir: Path, level: int) -> Emulator:
+def install(target: str, log_dir: Path | None, level: int) -> Emulator:
     """Patch torch for `target` (cpu, cuda, or auto: cuda when a GPU is there)."""
     global STATE
     if STATE is not None:
@@ -192,7 +203,8 @@ def _patch_tensor_to(emu: Emulator) -> None:
         if (args and is_cuda(args[0])) or (kwargs and is_cuda(kwargs.get("device"))):
             emu.note("match", "torch.Tensor.to", args, kwargs, args_kwargs, _to_replacement)
             if emu.cpu:
-                args, kwargs = _retarget(args, kwargs)
+                new_args, new_kwargs = _retarget(args, kwargs)
+                return emu.device_call(to, self, *new_args, **new_kwargs)
         return to(self, *args, **kwargs)
 
     def tensor_cuda(
@@ -202,7 +214,7 @@ def _patch_tensor_to(emu: Emulator) -> None:
         emu.note("match", "torch.Tensor.cuda", (), call, _tensor_cuda_left, _tensor_cuda_right)
         if not emu.cpu:
             return cuda(self, device, non_blocking, **kwargs)
-        return to(self, CPU, non_blocking=non_blocking, **kwargs)
+        return emu.device_call(to, self, CPU, non_blocking=non_blocking, **kwargs)
 
     _replace(torch.Tensor, "to", tensor_to, to)
     _replace(torch.Tensor, "cuda", tensor_cuda, cuda)
@@ -229,7 +241,8 @@ def _patch_module(emu: Emulator) -> None:
                 skip=_module_method,
             )
             if emu.cpu:
-                args, kwargs = _retarget(args, kwargs)
+                new_args, new_kwargs = _retarget(args, kwargs)
+                return emu.device_call(to, self, *new_args, **new_kwargs)
         return to(self, *args, **kwargs)
 
     def module_cuda(self: torch.nn.Module, device: Any = None) -> Any:
@@ -245,7 +258,7 @@ def _patch_module(emu: Emulator) -> None:
         )
         if not emu.cpu:
             return cuda(self, device)
-        return to(self, CPU)
+        return emu.device_call(to, self, CPU)
 
     def module_to_empty(self: torch.nn.Module, *, device: Any, recurse: bool = True) -> Any:
         if is_cuda(device):
@@ -259,7 +272,7 @@ def _patch_module(emu: Emulator) -> None:
                 skip=_module_method,
             )
             if emu.cpu:
-                device = CPU
+                return emu.device_call(to_empty, self, device=CPU, recurse=recurse)
         return to_empty(self, device=device, recurse=recurse)
 
     _replace(module, "to", module_to, to)
@@ -297,7 +310,11 @@ def _make_factory(emu: Emulator, api: str, original: Callable[..., Any]) -> Call
 
     def factory(*args: Any, **kwargs: Any) -> Any:
         if kwargs and (is_cuda(kwargs.get("device")) or kwargs.get("pin_memory")):
-            emu.note("match", api, args, kwargs, left, right)
+            # GPU Migration tags a pinned-memory factory hpu_modified, a CUDA device hpu_match
+            kind = "match" if is_cuda(kwargs.get("device")) else "modified"
+            emu.note(kind, api, args, kwargs, left, right)
+            if emu.cpu and is_cuda(kwargs.get("device")):
+                return emu.device_call(original, *args, **_factory_kwargs(kwargs))
             if emu.cpu:
                 kwargs = _factory_kwargs(kwargs)
         return original(*args, **kwargs)
@@ -310,7 +327,10 @@ def _make_tensor_factory(emu: Emulator, api: str, original: Callable[..., Any]):
 
     def factory(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         if kwargs and (is_cuda(kwargs.get("device")) or kwargs.get("pin_memory")):
-            emu.note("match", api, args, kwargs, left, right)
+            kind = "match" if is_cuda(kwargs.get("device")) else "modified"
+            emu.note(kind, api, args, kwargs, left, right)
+            if emu.cpu and is_cuda(kwargs.get("device")):
+                return emu.device_call(original, self, *args, **_factory_kwargs(kwargs))
             if emu.cpu:
                 kwargs = _factory_kwargs(kwargs)
         return original(self, *args, **kwargs)
@@ -421,7 +441,7 @@ def _patch_generator(emu: Emulator) -> None:
                 "change device to cpu",
             )
             if emu.cpu:
-                device = CPU
+                return emu.device_call(original, CPU)
         return original(device)
 
     torch.Generator = stand_in_class(original, generator)  # type: ignore[misc]

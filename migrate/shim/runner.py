@@ -70,6 +70,7 @@ def run(
     """
     if not argv:
         raise BadInput("nothing to run: give the program after '--', e.g. -- python script.py")
+    refuse_isolated_python(argv)
     child_env = shim_env(target, log_dir or default_log_dir(), level, boot_modules, env)
     try:
         code = _call_forwarding(list(argv), child_env, cwd)
@@ -78,6 +79,35 @@ def run(
     except KeyboardInterrupt:
         return 130
     return 128 - code if code < 0 else code  # killed by signal N: 128+N, as shells say
+
+
+# Python options that keep the boot from running: -E and -I ignore PYTHONPATH (where boot/ is),
+# -S skips `site`, which is what imports sitecustomize.
+_NO_BOOT = {"E": "ignores PYTHONPATH", "I": "isolates it from PYTHONPATH", "S": "skips site"}
+
+
+def refuse_isolated_python(argv: Sequence[str]) -> None:
+    """A Python started with -E, -I or -S would never boot the emulator: refuse it, saying why.
+
+    Looks at the options before the script (or -c/-m) of a program named python*.
+    """
+    if not os.path.basename(argv[0]).startswith("python"):
+        return
+    for arg in argv[1:]:
+        if not arg.startswith("-") or arg == "-" or arg.startswith("--"):
+            return
+        flags = arg[1:]
+        for flag in flags:
+            if flag in _NO_BOOT:
+                raise BadInput(
+                    f"{argv[0]} -{flag}: the interpreter {_NO_BOOT[flag]}, so the emulator "
+                    "(booted through PYTHONPATH and sitecustomize) cannot start; run it "
+                    "without -E/-I/-S (-s is fine)"
+                )
+            if flag in "cmWXQ":  # an option with a value: the rest of the word is the value
+                if flag in "cm":
+                    return
+                break
 
 
 def _call_forwarding(argv: list[str], env: dict[str, str], cwd: Path | None) -> int:

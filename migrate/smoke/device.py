@@ -19,15 +19,39 @@ from pathlib import Path
 
 from migrate.errors import BadInput
 
-DEVICES = ("auto", "hpu", "cuda", "cpu")
+DEVICES = ("auto", "hpu", "hpu-sim", "cuda", "cpu")
+SIM = "hpu-sim"  # a Gaudi simulated on the CPU (migrate.shim.hpusim): never chosen by auto
 
 
 @dataclass(frozen=True)
 class Device:
     """A resolved device: what to run on and through which emulator target (None: none)."""
 
-    kind: str  # "hpu" | "cuda" | "cpu"
+    kind: str  # "hpu" | "hpu-sim" | "cuda" | "cpu"
     emulator: str | None
+
+
+def _simulated_gaudi(
+    env: dict[str, str], log_dir: Path, log_level: int, base: Mapping[str, str] | None
+) -> None:
+    """hpu-sim: the stand-in `habana_frameworks` first on the path (after the boot folder), torch's
+    autoload of it (release 1.18+), and what a Gaudi run sets: GPU Migration on by variable, its
+    log in the run folder, lazy mode unless PT_HPU_LAZY_MODE is already set (eager: "0")."""
+    from migrate.shim import hpusim
+
+    parts = env["PYTHONPATH"].split(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([parts[0], hpusim.STAND_IN, *parts[1:]])
+    modules = [m for m in env.get("MIGRATE_BOOT_MODULES", "").split(",") if m]
+    env["MIGRATE_BOOT_MODULES"] = ",".join(["migrate.shim.hpusim.autoload", *modules])
+    lazy = (base if base is not None else os.environ).get("PT_HPU_LAZY_MODE", "1")
+    env.update(
+        {
+            "PT_HPU_GPU_MIGRATION": "1",
+            "PT_HPU_LAZY_MODE": lazy,
+            "GPU_MIGRATION_LOG_LEVEL": str(log_level),
+            "HABANA_LOGS": str(log_dir),
+        }
+    )
 
 
 def _child_says(python: str, code: str) -> bool:
@@ -60,6 +84,8 @@ def resolve(requested: str, python: str = sys.executable) -> Device:
     """Turn `auto|hpu|cuda|cpu` into a Device; asking for an absent device is bad input."""
     if requested not in DEVICES:
         raise BadInput(f"unknown device {requested!r} (choose from {', '.join(DEVICES)})")
+    if requested == SIM:
+        return Device(SIM, None)
     if requested in ("auto", "hpu") and hpu_present(python):
         return Device("hpu", None)
     if requested == "hpu":
@@ -105,6 +131,8 @@ def child_env(
                 "HABANA_LOGS": str(log_dir),
             }
         )
+    if device.kind == SIM:
+        _simulated_gaudi(env, log_dir, log_level, base)
     env.update(extra or {})
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep the workspace free of __pycache__ folders

@@ -103,6 +103,8 @@ class StageMetrics:
     versions: dict[str, str] = field(default_factory=dict)
     samples: list[Artifact] = field(default_factory=list)
     grids: list[Artifact] = field(default_factory=list)
+    # Lazy-mode counts from the first batch on (migrate.smoke.lazy); None where not counted.
+    lazy: dict[str, Any] | None = None
     logs_dir: str = "logs"
     stdout: str = "stdout.log"
     stderr: str = "stderr.log"

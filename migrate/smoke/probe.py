@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from migrate.importhook import when_imported
+from migrate.smoke.lazy import COUNTER as LAZY
 
 EVENTS_ENV = "MIGRATE_PROBE_EVENTS"
 TARGETS_ENV = "MIGRATE_PROBE_TARGETS"
@@ -200,8 +201,13 @@ class Probe:
             self._enter("batch", 1)
             start = time.perf_counter()
             try:
-                result = func(*args, **kwargs)
+                LAZY.start()  # lazy-mode counts: the script's own calls from here, not our sync
+                try:
+                    result = func(*args, **kwargs)
+                finally:
+                    LAZY.stop()
                 _sync()
+                LAZY.start()
             finally:
                 self._enter("batch", -1)
             seconds = time.perf_counter() - start
@@ -265,6 +271,7 @@ class Probe:
             batches=self.batches,
             steps=self.steps,
             versions=_versions(),
+            lazy=LAZY.report(self.steps),
             **_device_and_memory(),
         )
 

@@ -199,6 +199,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         ),
         memory=Memory(peak_rss_mb=end.get("peak_rss_mb"), device_peak_mb=end.get("device_peak_mb")),
         versions=end.get("versions", {}),
+        lazy=end.get("lazy") if isinstance(end.get("lazy"), dict) else None,
         samples=samples,
         grids=grids,
         started=started,

@@ -1,4 +1,4 @@
-"""TEST DOUBLE of `habana_frameworks.torch.distributed.hccl`: importing it records the import.
+"""hpu-sim stand-in for `habana_frameworks.torch.distributed.hccl`: importing it records it.
 
 pytorch-lightning 1.x/2.0 import it at start when an HPU is available (the real one registers
 the `hccl` process-group backend); the smoke runs are single-process and never use it.

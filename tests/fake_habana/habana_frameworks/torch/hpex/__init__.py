@@ -1,1 +1,0 @@
-"""TEST DOUBLE: `habana_frameworks.torch.hpex` (a package, as in the real bridge)."""

@@ -1,5 +1,0 @@
-"""TEST DOUBLE of `habana_frameworks.torch.hpex.hmp` (mixed precision): imported only.
-
-pytorch-lightning 1.x/2.0 import it at start when an HPU is available; nothing of it is used by
-migrate or the stages.
-"""
