@@ -27,6 +27,7 @@ from migrate.errors import BadInput
 from migrate.render import h, html_page, html_table, md_cell, md_table
 from migrate.render import render as render_as
 from migrate.smoke.metrics import ROUND_PREFIX, StageMetrics, load_metrics
+from migrate.smoke.training import LossMatch, compare_losses, describe
 from migrate.stats import MIN_ROUNDS, THRESHOLD, Ratio, Summary, paired_ratio, summarize
 
 
@@ -47,6 +48,7 @@ class StageReport:
     samples_per_s: float | None = None  # batch size / steady median latency
     vs_prev: Ratio | None = None  # speed-up over the previous stage, paired by round
     vs_first: Ratio | None = None
+    losses_vs_prev: LossMatch | None = None  # training: loss sequence against the previous stage
 
     @property
     def name(self) -> str:
@@ -112,6 +114,10 @@ def load_run(run_dir: Path) -> RunReport:
             report.log_changes = _log_changes(
                 run_dir / prev.name / prev.metrics.logs_dir, run_dir / name / metrics.logs_dir
             )
+            if prev.metrics.training is not None and metrics.training is not None:
+                report.losses_vs_prev = compare_losses(
+                    prev.metrics.training.losses, metrics.training.losses
+                )
         stages.append(report)
     return RunReport(run_dir, run, stages)
 
@@ -394,7 +400,54 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 _changes(s.log_changes),
             ]
         )
+    if any(s.metrics.training is not None for s in report.stages):
+        prev: StageReport | None = None
+        for s, row in zip(report.stages, rows, strict=True):
+            row.extend(_training_cells(s, prev))
+            prev = s
+        return HEADERS + TRAINING_HEADERS, rows
     return HEADERS, rows
+
+
+# A training smoke ([smoke] kind = "training"): its "batches" above are optimizer steps.
+TRAINING_HEADERS = ["Optimizer steps", "Steps/s", "Losses", "Losses vs prev", "Memory vs prev"]
+
+
+def steps_per_s(s: StageReport) -> float | None:
+    """Steady optimizer steps per second: 1 / the median step of every round."""
+    if s.metrics.training is None or s.latency is None or s.latency.median_s <= 0:
+        return None
+    return 1.0 / s.latency.median_s
+
+
+def _peak_mb(m: StageMetrics) -> float | None:
+    return m.memory.device_peak_mb if m.memory.device_peak_mb is not None else m.memory.peak_rss_mb
+
+
+def memory_vs_prev(s: StageReport, prev: StageReport | None) -> float | None:
+    """This stage's peak memory over the previous stage's (same measure: device, else RSS)."""
+    if prev is None:
+        return None
+    a, b = _peak_mb(prev.metrics), _peak_mb(s.metrics)
+    return b / a if a and b else None
+
+
+def _training_cells(s: StageReport, prev: StageReport | None) -> list[str]:
+    t = s.metrics.training
+    if t is None:
+        return ["-"] * len(TRAINING_HEADERS)
+    count = str(t.optimizer_steps) + (" (stopped at max_steps)" if t.stopped else "")
+    rate = steps_per_s(s)
+    shown = [f"{x:.4f}" if x is not None else "?" for x in t.losses[:3]]
+    losses = ", ".join(shown) + (f", ... ({len(t.losses)})" if len(t.losses) > 3 else "")
+    memory = memory_vs_prev(s, prev)
+    return [
+        count,
+        "-" if rate is None else f"{rate:.2f}",
+        losses or "-",
+        describe(s.losses_vs_prev),
+        "-" if memory is None else f"{memory:.2f}x",
+    ]
 
 
 CROSS_HEADERS = [
@@ -456,11 +509,19 @@ LEGEND = [
     "Device: where the script ran. 'GPU Migration emulated': no Gaudi; migrate's emulator of "
     "GPU Migration (`migrate shim`) redirected the script's CUDA calls to this device.",
 ]
+TRAINING_NOTE = (
+    "Training smoke: a batch is an optimizer step (from the end of the previous step to the end "
+    "of this one; the first from its backward()); Steps/s: 1 / the steady median; Losses: the "
+    "tensor backward() was called on, per step (round 1); Memory vs prev: peak memory over the "
+    "previous stage's."
+)
 
 
 def notes(report: RunReport, *, failures: bool = True) -> list[str]:
     """Lines a reader must not miss: random weights, failures, machine load, few rounds."""
     lines = []
+    if any(s.metrics.training is not None for s in report.stages):
+        lines.append(TRAINING_NOTE)
     if any(s.metrics.model.random_weights and s.metrics.samples for s in report.stages):
         lines.append(
             "Weights are random (seeded): samples show the port works and is "
@@ -574,9 +635,18 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
             "vs_prev": _ratio_json(s.vs_prev),
             "vs_first": _ratio_json(s.vs_first),
             "load_avg": [[m.timing.load_start, m.timing.load_end] for m in s.rounds],
+            "training": _training_json(s, previous.get(s.name)),
         }
         rest = asdict(s)
-        for key in ("rounds", "first_batch", "latency", "samples_per_s", "vs_prev", "vs_first"):
+        for key in (
+            "rounds",
+            "first_batch",
+            "latency",
+            "samples_per_s",
+            "vs_prev",
+            "vs_first",
+            "losses_vs_prev",
+        ):
             rest.pop(key)
         data.update(rest)
         for key in ("psnr_previous",):
@@ -584,6 +654,7 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
                 data[key] = "inf"
         return data
 
+    previous = {b.name: a for a, b in zip(report.stages, report.stages[1:], strict=False)}
     out: dict[str, Any] = {
         "run_id": report.run_id,
         "run": report.run,
@@ -606,6 +677,25 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
             ],
         }
     return out
+
+
+def _training_json(s: StageReport, prev: StageReport | None) -> dict[str, Any] | None:
+    """stages[].training: optimizer steps, steady steps/s (every round), round 1's losses."""
+    t = s.metrics.training
+    if t is None:
+        return None
+    match = s.losses_vs_prev
+    return {
+        "optimizer_steps": t.optimizer_steps,
+        "steps_per_s": steps_per_s(s),
+        "losses": t.losses,
+        "first_step_s": s.first_batch.median_s if s.first_batch else None,
+        "stopped": t.stopped,
+        "max_steps": t.max_steps,
+        "optimizers": t.optimizers,
+        "losses_vs_prev": asdict(match) if match is not None else None,
+        "memory_vs_prev": memory_vs_prev(s, prev),
+    }
 
 
 def _first_batch_json(s: StageReport) -> dict[str, Any] | None:

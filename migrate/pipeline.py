@@ -51,6 +51,7 @@ class RunOptions:
     python: str = sys.executable
     seed: int = 0  # seed of the random weights (not the sampling seed: that is a script arg)
     repeat: int | None = None  # rounds; None: DEFAULT_REPEAT_CPU on the CPU, else 1
+    max_steps: int | None = None  # training smoke: optimizer steps, else the recipe's max_steps
 
 
 # `migrate run` on the CPU measures two rounds by default: about twice the time of one, and
@@ -248,6 +249,8 @@ def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOp
         "extra": options.extra_args,
         "python": options.python,
     }
+    if options.max_steps is not None:  # only then: keys of earlier runs stay what they were
+        material["max_steps"] = options.max_steps
     if patch.dirty:  # only then: the keys of clean results stay what they were
         material["edits"] = patch.edits_sha256
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -306,6 +309,7 @@ def smoke_stage(
         patch=patch,
         key=result_key(spec, patch, device, options),
         python=options.python,
+        max_steps=options.max_steps,
     )
     return run_smoke(request, on_event)
 

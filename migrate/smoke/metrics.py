@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from migrate.smoke.training import Training
+
 SCHEMA = 1
 METRICS_FILE = "metrics.json"
 ROUND_PREFIX = "round-"  # runs/<run>/<stage>/round-<k>/: rounds 2..N of `--repeat N`
@@ -103,6 +105,7 @@ class StageMetrics:
     versions: dict[str, str] = field(default_factory=dict)
     samples: list[Artifact] = field(default_factory=list)
     grids: list[Artifact] = field(default_factory=list)
+    training: Training | None = None  # a training smoke's optimizer steps (`[smoke] kind`)
     logs_dir: str = "logs"
     stdout: str = "stdout.log"
     stderr: str = "stderr.log"
@@ -125,6 +128,7 @@ class StageMetrics:
             "patch": PatchInfo,
             "timing": Timing,
             "memory": Memory,
+            "training": Training,
         }
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
