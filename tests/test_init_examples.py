@@ -30,7 +30,11 @@ SPARSE = ["--sparse", "/*", "--sparse", "!/word_language_model/data/"]
 SCRIPTS = {
     "regression": (
         "regression/main.py",
-        ["GPU Migration turned on before torch is imported", "mark_step after output.backward()"],
+        [
+            "GPU Migration turned on before torch is imported",
+            "mark_step after output.backward()",
+            "mark_step after the hand-written parameter update (for loop)",
+        ],
     ),
     "time-seq": (
         "time_sequence_prediction/train.py",
