@@ -72,6 +72,7 @@ SMOKE_KEYS = {
     "random_weights",
     "kind",
     "max_steps",
+    "workdir",
 }
 SMOKE_KINDS = ("samples", "training")  # what the script is: an image generator, or training
 PROBE_KEYS = {"batch", "step", "load"}
@@ -132,6 +133,7 @@ class SmokeSpec:
     script = "imagenet/main.py"
     args = ["--dummy", "-a", "resnet18"]
     max_steps = 20                       # optional: end the script after 20 optimizer steps
+    workdir = "imagenet"                 # optional: run from this folder [default: the top]
     """
 
     script: str
@@ -150,6 +152,7 @@ class SmokeSpec:
     probe: ProbeSpec = field(default_factory=ProbeSpec)
     kind: str = "samples"  # one of SMOKE_KINDS
     max_steps: int | None = None  # training: optimizer steps before the probe ends the script
+    workdir: str = "."  # the script's working folder, in the workspace (pytorch/examples: its own)
 
     @property
     def training(self) -> bool:
@@ -521,6 +524,7 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
         probe=ProbeSpec(**probe),
         kind=kind,
         max_steps=int(max_steps) if max_steps is not None else None,
+        workdir=table.relative_path("workdir", "."),
     )
 
 

@@ -350,7 +350,9 @@ def test_init_apply_and_run_under_the_shim(
     repo, commit = upstream
     project = tmp_path / "project"
     name = Path(entry).stem
-    result = init(repo, commit, project, name, entry, extra=["--smoke-args", "--epochs 2"])
+    result = init(
+        repo, commit, project, name, entry, extra=["--smoke-args", "--epochs 2", "--scan", "."]
+    )
     assert result.returncode == 0, result.stderr
     recipe_path = project / "recipes" / f"{name}.toml"
     patch_path = project / "patches" / name / "minimal.patch"

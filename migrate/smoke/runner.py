@@ -111,6 +111,9 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     script = req.workspace / req.spec.script
     if not script.is_file():
         raise BadInput(f"{script}: the recipe's smoke script is not in the workspace")
+    workdir = req.workspace / req.spec.workdir
+    if not workdir.is_dir():
+        raise BadInput(f"{workdir}: the recipe's smoke workdir is not a folder of the workspace")
     stage_dir = req.stage_dir
     stage_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", EVENTS_FILE, "stdout.log", "stderr.log"):
@@ -152,7 +155,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         spawned = time.time()
         child = subprocess.Popen(
             [req.python, str(script), *argv],
-            cwd=req.workspace,
+            cwd=workdir,
             env=env,
             stdout=out,
             stderr=err,
