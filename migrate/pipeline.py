@@ -380,6 +380,11 @@ def _start(
     Resolves the device, opens the run folder, gives --ckpt its default (the recipe's
     downloaded checkpoint) and writes run.json.
     """
+    if options.max_steps is not None and not recipe.smoke_spec().training:
+        raise BadInput(
+            f"--max-steps: {recipe.path} smokes image samples, not training "
+            '(no [smoke] kind = "training")'
+        )
     device = resolve(options.device, options.python)
     if run_dir is None:
         run_dir = new_run_dir(runs_dir)

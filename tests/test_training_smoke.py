@@ -31,7 +31,7 @@ from migrate.smoke.metrics import (
 )
 from migrate.smoke.probe import EVENTS_ENV
 from migrate.smoke.runner import SmokeRequest, build_argv
-from migrate.smoke.training import Training, compare_losses, from_events
+from migrate.smoke.training import Training, compare_losses, failure, from_events
 from migrate.smoke.training_probe import MAX_STEPS_ENV
 
 LOOP = """
@@ -184,3 +184,11 @@ def test_a_samples_report_has_no_training_rows(tmp_path: Path) -> None:
     headers, _ = compare.table_rows(compare.load_run(run))
     assert headers == compare.HEADERS
     assert compare.to_json(compare.load_run(run))["stages"][0]["training"] is None
+
+
+def test_a_training_smoke_without_a_step_fails() -> None:
+    assert failure(Training(optimizer_steps=1)) is None
+    assert failure(Training()) == "the script exited without a single optimizer step"
+    assert "needs torch >= 2.0" in str(failure(Training(hooked=False)))
+    missing = [{"event": "probe_missing", "target": "torch.optim.optimizer:register_x"}]
+    assert from_events(missing).hooked is False
