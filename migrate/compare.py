@@ -437,6 +437,8 @@ def _training_cells(s: StageReport, prev: StageReport | None) -> list[str]:
     if t is None:
         return ["-"] * len(TRAINING_HEADERS)
     count = str(t.optimizer_steps) + (" (stopped at max_steps)" if t.stopped else "")
+    if t.steps_by == "backward":
+        count += " (backward() calls: no optimizer, a hand-written update)"
     rate = steps_per_s(s)
     shown = [f"{x:.4f}" if x is not None else "?" for x in t.losses[:3]]
     losses = ", ".join(shown) + (f", ... ({len(t.losses)})" if len(t.losses) > 3 else "")
@@ -693,6 +695,7 @@ def _training_json(s: StageReport, prev: StageReport | None) -> dict[str, Any] |
         "stopped": t.stopped,
         "max_steps": t.max_steps,
         "optimizers": t.optimizers,
+        "steps_by": t.steps_by,
         "losses_vs_prev": asdict(match) if match is not None else None,
         "memory_vs_prev": memory_vs_prev(s, prev),
     }

@@ -62,8 +62,26 @@ print("end of script")
 """
 
 
-def run_loop(tmp_path: Path, max_steps: int | None = None) -> tuple[Any, list]:
-    (tmp_path / "loop.py").write_text(textwrap.dedent(LOOP))
+# regression/main.py's kind of loop: no optimizer, the update written by hand after backward()
+BY_HAND = """
+import torch
+
+torch.manual_seed(0)
+fc = torch.nn.Linear(3, 1)
+x, y = torch.randn(8, 3), torch.randn(8, 1)
+for step in range(4):
+    fc.zero_grad()
+    output = torch.nn.functional.mse_loss(fc(x), y)
+    print("loss", repr(output.item()))
+    output.backward()
+    for param in fc.parameters():
+        param.data.add_(-0.1 * param.grad)
+print("end of script")
+"""
+
+
+def run_loop(tmp_path: Path, max_steps: int | None = None, script: str = LOOP) -> tuple[Any, list]:
+    (tmp_path / "loop.py").write_text(textwrap.dedent(script))
     events = tmp_path / "events.jsonl"
     env = shim_env(
         None,
@@ -192,3 +210,20 @@ def test_a_training_smoke_without_a_step_fails() -> None:
     assert "needs torch >= 2.0" in str(failure(Training(hooked=False)))
     missing = [{"event": "probe_missing", "target": "torch.optim.optimizer:register_x"}]
     assert from_events(missing).hooked is False
+
+
+def test_a_hand_written_update_steps_once_per_backward(tmp_path: Path) -> None:
+    done, events = run_loop(tmp_path, script=BY_HAND)
+    assert done.returncode == 0, done.stderr
+    printed = [float(line.split()[1]) for line in done.stdout.splitlines() if line[:4] == "loss"]
+    t = from_events(events)
+    assert (t.steps_by, t.optimizer_steps, t.stopped) == ("backward", 4, False)
+    assert t.losses == pytest.approx(printed, rel=1e-6) and len(t.step_s) == 3
+    assert failure(t) is None
+
+    (tmp_path / "capped").mkdir()
+    done, events = run_loop(tmp_path / "capped", max_steps=2, script=BY_HAND)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("loss ") == 3 and "end of script" not in done.stdout
+    t = from_events(events)
+    assert (t.steps_by, t.optimizer_steps, t.stopped, len(t.losses)) == ("backward", 2, True, 2)

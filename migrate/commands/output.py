@@ -174,8 +174,9 @@ def stage_line(m: Any) -> str:
         weights += f" [yellow](with uncommitted edits in {len(m.patch.edited)} file(s))[/yellow]"
     if m.training is not None:
         stopped = " (stopped after max steps)" if m.training.stopped else ""
+        unit = "optimizer" if m.training.steps_by == "optimizer" else "backward()"
         return (
-            f"[green]✓ {m.stage}[/green]: {m.training.optimizer_steps} optimizer steps{stopped}, "
+            f"[green]✓ {m.stage}[/green]: {m.training.optimizer_steps} {unit} steps{stopped}, "
             f"first {t.first_batch_s or 0:.3f} s{steady} on {m.device.kind}{weights}"
         )
     return (

@@ -27,6 +27,9 @@ class Training:
     max_steps: int | None = None
     optimizers: list[str] = field(default_factory=list)  # classes that stepped (e.g. SGD)
     hooked: bool = True  # False: this torch offers no step hook (counts are missing, not zero)
+    # "optimizer", or "backward": no optimizer stepped (a hand-written update), so each
+    # backward() counted as a step; `optimizer_steps` is then that count
+    steps_by: str = "optimizer"
 
     @property
     def steps_per_s(self) -> float | None:
@@ -48,6 +51,8 @@ def from_events(events: list[dict[str, Any]]) -> Training:
         for e in events
     )
     losses = end.get("losses")
+    if end.get("steps_by") == "backward":
+        return _by_backward(events, end, missing)
     optimizers: list[str] = []
     for e in steps:
         name = str(e.get("optimizer") or "")
@@ -62,6 +67,26 @@ def from_events(events: list[dict[str, Any]]) -> Training:
         max_steps=end.get("max_steps") if isinstance(end.get("max_steps"), int) else None,
         optimizers=optimizers,
         hooked=not missing,
+    )
+
+
+def _by_backward(events: list[dict[str, Any]], end: dict[str, Any], missing: bool) -> Training:
+    """A script without an optimizer: its steps are its backward() calls, timed call to call."""
+    clocks = [
+        float(e["clock"])
+        for e in events
+        if e.get("event") == "train_backward" and isinstance(e.get("clock"), int | float)
+    ]
+    losses = end.get("losses")
+    return Training(
+        optimizer_steps=int(end.get("backward_calls") or 0),
+        backward_calls=int(end.get("backward_calls") or 0),
+        step_s=[b - a for a, b in zip(clocks, clocks[1:], strict=False)],
+        losses=[_number(x) for x in losses] if isinstance(losses, list) else [],
+        stopped=bool(end.get("stopped")),
+        max_steps=end.get("max_steps") if isinstance(end.get("max_steps"), int) else None,
+        hooked=not missing,
+        steps_by="backward",
     )
 
 

@@ -17,6 +17,10 @@ nothing heavy: torch is hooked when the script imports it.
   synchronised before the clock is read; a Gaudi is not (a sync per step would change the
   graphs measured), unless MIGRATE_PROBE_STEP_TIMING=1: its intervals are the host's pace,
   which the device's queue bounds in the steady state.
+- A script with no optimizer (a hand-written update, `p.data.add_(-lr * p.grad)`) steps once
+  per backward(): each backward() is then also recorded (`train_backward`), and when the
+  process ends without a single optimizer step the record counts steps by backward() calls,
+  one loss each, timed from one backward() to the next.
 - MIGRATE_TRAINING_MAX_STEPS=N ends the script after its N-th optimizer step by raising
   SystemExit(0) from the hook: `finally` blocks and atexit handlers run, the exit code is 0,
   and the record says the probe stopped the script on purpose.
@@ -50,6 +54,7 @@ class TrainingProbe:
         self.backward_calls = 0
         self.stopped = False
         self._pending = []  # detached losses of the backward() calls since the last step
+        self._backward_losses = []  # every backward()'s loss, while no optimizer has stepped
         self._losses = []  # one list of detached losses per step
         self._first_backward = None  # perf_counter at the first backward() of the first step
         self._last_end = None
@@ -89,13 +94,25 @@ class TrainingProbe:
         self.recorder.emit("probe_wrapped", kind="training", target="torch.optim.Optimizer.step")
 
     def _saw_backward(self, tensor):
+        if self.steps == 0 and self.max_steps is not None and self.backward_calls >= self.max_steps:
+            # no optimizer has stepped in max_steps backward() calls: a hand-written update,
+            # one per backward(); stop before the next one
+            self.stopped = True
+            self.recorder.emit("train_stop", step=self.backward_calls, max_steps=self.max_steps)
+            raise SystemExit(0)
         self.backward_calls += 1
+        now = time.perf_counter()
         if self._first_backward is None and self.steps == 0:
-            self._first_backward = time.perf_counter()
+            self._first_backward = now
         try:
-            self._pending.append(tensor.detach() if tensor.numel() == 1 else None)
+            loss = tensor.detach() if tensor.numel() == 1 else None
         except Exception:  # a tensor subclass that cannot detach: the step has no loss
-            self._pending.append(None)
+            loss = None
+        self._pending.append(loss)
+        if self.steps == 0:
+            if len(self._backward_losses) < MAX_LOSSES:
+                self._backward_losses.append([loss])
+            self.recorder.emit("train_backward", call=self.backward_calls, clock=now)
 
     def _after_step(self, optimizer, args, kwargs):  # torch's hook signature
         kind = _device_kind()
@@ -130,6 +147,9 @@ class TrainingProbe:
         return values
 
     def finish(self):
+        by_backward = self.steps == 0 and self.backward_calls > 0
+        if by_backward:  # no optimizer: each backward() was a (hand-written) step
+            self._losses = self._backward_losses
         self.recorder.emit(
             "train_end",
             optimizer_steps=self.steps,
@@ -137,6 +157,7 @@ class TrainingProbe:
             losses=self.losses(),
             stopped=self.stopped,
             max_steps=self.max_steps,
+            steps_by="backward" if by_backward else "optimizer",
         )
 
 
