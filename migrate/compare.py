@@ -26,8 +26,8 @@ from rich.text import Text
 from migrate.errors import BadInput
 from migrate.render import h, html_page, html_table, md_cell, md_table
 from migrate.render import render as render_as
+from migrate.smoke import training
 from migrate.smoke.metrics import ROUND_PREFIX, StageMetrics, load_metrics
-from migrate.smoke.training import LossMatch, compare_losses, describe
 from migrate.stats import MIN_ROUNDS, THRESHOLD, Ratio, Summary, paired_ratio, summarize
 
 
@@ -48,7 +48,7 @@ class StageReport:
     samples_per_s: float | None = None  # batch size / steady median latency
     vs_prev: Ratio | None = None  # speed-up over the previous stage, paired by round
     vs_first: Ratio | None = None
-    losses_vs_prev: LossMatch | None = None  # training: loss sequence against the previous stage
+    losses_vs_prev: training.LossMatch | None = None  # loss sequence vs the previous stage
 
     @property
     def name(self) -> str:
@@ -115,7 +115,7 @@ def load_run(run_dir: Path) -> RunReport:
                 run_dir / prev.name / prev.metrics.logs_dir, run_dir / name / metrics.logs_dir
             )
             if prev.metrics.training is not None and metrics.training is not None:
-                report.losses_vs_prev = compare_losses(
+                report.losses_vs_prev = training.compare_losses(
                     prev.metrics.training.losses, metrics.training.losses
                 )
         stages.append(report)
@@ -447,7 +447,7 @@ def _training_cells(s: StageReport, prev: StageReport | None) -> list[str]:
         count,
         "-" if rate is None else f"{rate:.2f}",
         losses or "-",
-        describe(s.losses_vs_prev),
+        training.describe(s.losses_vs_prev),
         "-" if memory is None else f"{memory:.2f}x",
     ]
 
