@@ -380,11 +380,6 @@ def _start(
     Resolves the device, opens the run folder, gives --ckpt its default (the recipe's
     downloaded checkpoint) and writes run.json.
     """
-    if options.max_steps is not None and not recipe.smoke_spec().training:
-        raise BadInput(
-            f"--max-steps: {recipe.path} smokes image samples, not training "
-            '(no [smoke] kind = "training")'
-        )
     device = resolve(options.device, options.python)
     if run_dir is None:
         run_dir = new_run_dir(runs_dir)
@@ -438,6 +433,7 @@ def run(
 
     tell = _teller(progress)
     recipe.smoke_spec()  # a recipe that cannot smoke fails before the fetch
+    _check_max_steps(recipe, options)
     if not recipe.stages:
         raise BadInput(f"{recipe.path}: the recipe has no stages to run")
     stages = recipe.stages[: recipe.index(through) + 1] if through else list(recipe.stages)
@@ -456,6 +452,15 @@ def run(
         if created and not any(started.run_dir.glob(f"*/{METRICS_FILE}")):
             shutil.rmtree(started.run_dir, ignore_errors=True)  # nothing measured: no husk
         raise
+
+
+def _check_max_steps(recipe: Recipe, options: RunOptions) -> None:
+    """--max-steps counts optimizer steps: only a training smoke has them."""
+    if options.max_steps is not None and not recipe.smoke_spec().training:
+        raise BadInput(
+            f"--max-steps: {recipe.path} smokes image samples, not training "
+            '(no [smoke] kind = "training")'
+        )
 
 
 def _refuse_edits(ws: Path) -> None:
@@ -545,6 +550,7 @@ def smoke(
 
     tell = _teller(progress)
     recipe.smoke_spec()  # a recipe that cannot smoke fails before anything moves
+    _check_max_steps(recipe, options)
     ws = workspace.require(ws)
     if stage is not None and stage != UPSTREAM:
         recipe.stage(stage)  # unknown names fail here, before anything moves

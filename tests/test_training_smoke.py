@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import migrate
 
 from migrate import compare
 from migrate.errors import RecipeError
@@ -227,3 +228,18 @@ def test_a_hand_written_update_steps_once_per_backward(tmp_path: Path) -> None:
     assert done.stdout.count("loss ") == 3 and "end of script" not in done.stdout
     t = from_events(events)
     assert (t.steps_by, t.optimizer_steps, t.stopped, len(t.losses)) == ("backward", 2, True, 2)
+
+
+def test_max_steps_on_a_samples_recipe_is_bad_input(tmp_path: Path) -> None:
+    toy = Path(__file__).resolve().parent / "toy" / "recipes" / "toy.toml"
+    for command in ("run", "smoke"):
+        done = migrate(
+            command, "--recipe", str(toy), "--workspace", str(tmp_path / "ws"),
+            "--max-steps", "2", "--runs-dir", str(tmp_path / "runs"),
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == (
+            f"error: --max-steps: {toy} smokes image samples, not training "
+            '(no [smoke] kind = "training")'
+        )
+        assert not (tmp_path / "ws").exists() and not (tmp_path / "runs").exists()
