@@ -243,3 +243,15 @@ def test_max_steps_on_a_samples_recipe_is_bad_input(tmp_path: Path) -> None:
             '(no [smoke] kind = "training")'
         )
         assert not (tmp_path / "ws").exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_scripts_own_record_wins_over_a_workers() -> None:
+    events = [
+        {"event": "start", "pid": 10},
+        {"event": "train_step", "step": 1, "seconds": 0.5},
+        {"event": "train_end", "pid": 10, "optimizer_steps": 1, "losses": [2.0]},
+        {"event": "start", "pid": 11},  # a spawned data-loader worker, ending after the script
+        {"event": "train_end", "pid": 11, "optimizer_steps": 0, "losses": []},
+    ]
+    t = from_events(events)
+    assert (t.optimizer_steps, t.losses) == (1, [2.0])

@@ -43,9 +43,15 @@ class Training:
 
 
 def from_events(events: list[dict[str, Any]]) -> Training:
-    """The `Training` record of one process, from the probe's events."""
+    """The `Training` record of the script's process, from the probe's events.
+
+    Processes the script starts (spawned data-loader workers) boot the probe too and record an
+    end without steps: the script's own is the one with its pid (the first `start` event's).
+    """
+    main = next((e.get("pid") for e in events if e.get("event") == "start"), None)
     steps = [e for e in events if e.get("event") == "train_step"]
-    end = next((e for e in reversed(events) if e.get("event") == "train_end"), {})
+    ends = [e for e in events if e.get("event") == "train_end"]
+    end = next((e for e in reversed(ends) if e.get("pid") in (None, main)), {})
     missing = any(
         e.get("event") == "probe_missing" and "optimizer" in str(e.get("target", ""))
         for e in events

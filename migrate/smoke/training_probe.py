@@ -158,6 +158,7 @@ class TrainingProbe:
             stopped=self.stopped,
             max_steps=self.max_steps,
             steps_by="backward" if by_backward else "optimizer",
+            pid=os.getpid(),  # data-loader workers started with spawn boot this probe too
         )
 
 
