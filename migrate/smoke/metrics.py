@@ -102,10 +102,10 @@ class StageMetrics:
     key: str = ""  # options + patches digest: what --resume compares
     timing: Timing = field(default_factory=Timing)
     memory: Memory = field(default_factory=Memory)
+    training: Training | None = None  # a training smoke's optimizer steps (`[smoke] kind`)
     versions: dict[str, str] = field(default_factory=dict)
     samples: list[Artifact] = field(default_factory=list)
     grids: list[Artifact] = field(default_factory=list)
-    training: Training | None = None  # a training smoke's optimizer steps (`[smoke] kind`)
     logs_dir: str = "logs"
     stdout: str = "stdout.log"
     stderr: str = "stderr.log"
