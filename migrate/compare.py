@@ -739,6 +739,8 @@ def render_html(report: RunReport, against: RunReport | None = None) -> str:
         cells = []
         for s in rep.stages:
             m = s.metrics
+            if m.training is not None and m.ok and not m.grids:
+                continue  # a training smoke renders no images: nothing to show, nothing wrong
             grid = rep.run_dir / s.name / m.grids[0].path if m.grids else None
             if grid is not None and grid.is_file():
                 img = f'<img src="{_data_uri(grid)}" alt="{h(s.name)} grid">'

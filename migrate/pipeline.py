@@ -239,9 +239,13 @@ def record_edits(ws: Path, patch: PatchInfo) -> None:
 
 def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOptions) -> str:
     """What decides a stage's output: same key, same result (for --resume)."""
+    smoke = asdict(spec)
+    for key, default in (("kind", "samples"), ("max_steps", None), ("workdir", ".")):
+        if smoke.get(key) == default:  # keys newer than a run keep that run's results reusable
+            smoke.pop(key)
     material = {
         "patches": patch.cumulative_sha256,
-        "smoke": asdict(spec),
+        "smoke": smoke,
         "device": asdict(device),
         "model": options.model or spec.default_model,
         "ckpt": str(options.ckpt) if options.ckpt else None,

@@ -191,6 +191,8 @@ def test_report_has_training_rows(tmp_path: Path) -> None:
     assert row["Losses vs prev"].startswith("max rel. diff 9.09e-02 at step 3")
     assert row["Memory vs prev"] == "1.50x"
     assert "Optimizer steps" in compare.render(report, "md")
+    html = compare.render(report, "html")
+    assert "Optimizer steps" in html and "no grid" not in html  # no empty grid per stage
 
 
 def test_a_samples_report_has_no_training_rows(tmp_path: Path) -> None:
