@@ -37,7 +37,7 @@ from migrate.render import (
 )
 from migrate.render import render as render_as
 from migrate.shim.hpusim import LABEL
-from migrate.smoke import untrusted
+from migrate.smoke import training, untrusted
 from migrate.smoke.device import SIM
 from migrate.smoke.lazy import LAZY_HEADERS, lazy_cells
 from migrate.smoke.metrics import (
@@ -75,6 +75,7 @@ class StageReport:
     samples_per_s: float | None = None  # batch size / steady median latency
     vs_prev: Ratio | None = None  # speed-up over the previous stage, paired by round
     vs_first: Ratio | None = None
+    losses_vs_prev: training.LossMatch | None = None  # loss sequence vs the previous stage
 
     @property
     def name(self) -> str:
@@ -154,6 +155,10 @@ def load_run(run_dir: Path) -> RunReport:
             report.log_changes = _log_changes(
                 _logs(run_dir, prev.name, prev.metrics), _logs(run_dir, name, metrics)
             )
+            if prev.metrics.training is not None and metrics.training is not None:
+                report.losses_vs_prev = training.compare_losses(
+                    prev.metrics.training.losses, metrics.training.losses
+                )
         stages.append(report)
     return RunReport(run_dir, run, stages, unreadable)
 
@@ -483,7 +488,56 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 *lazy_cells(m.lazy),
             ]
         )
+    if any(s.metrics.training is not None for s in report.stages):
+        prev: StageReport | None = None
+        for s, row in zip(report.stages, rows, strict=True):
+            row.extend(_training_cells(s, prev))
+            prev = s
+        return HEADERS + TRAINING_HEADERS, rows
     return HEADERS, rows
+
+
+# A training smoke ([smoke] kind = "training"): its "batches" above are optimizer steps.
+TRAINING_HEADERS = ["Optimizer steps", "Steps/s", "Losses", "Losses vs prev", "Memory vs prev"]
+
+
+def steps_per_s(s: StageReport) -> float | None:
+    """Steady optimizer steps per second: 1 / the median step of every round."""
+    if s.metrics.training is None or s.latency is None or s.latency.median_s <= 0:
+        return None
+    return 1.0 / s.latency.median_s
+
+
+def _peak_mb(m: StageMetrics) -> float | None:
+    return m.memory.device_peak_mb if m.memory.device_peak_mb is not None else m.memory.peak_rss_mb
+
+
+def memory_vs_prev(s: StageReport, prev: StageReport | None) -> float | None:
+    """This stage's peak memory over the previous stage's (same measure: device, else RSS)."""
+    if prev is None:
+        return None
+    a, b = _peak_mb(prev.metrics), _peak_mb(s.metrics)
+    return b / a if a and b else None
+
+
+def _training_cells(s: StageReport, prev: StageReport | None) -> list[str]:
+    t = s.metrics.training
+    if t is None:
+        return ["-"] * len(TRAINING_HEADERS)
+    count = str(t.optimizer_steps) + (" (stopped at max_steps)" if t.stopped else "")
+    if t.steps_by == "backward":
+        count += " (backward() calls: no optimizer, a hand-written update)"
+    rate = steps_per_s(s)
+    shown = [f"{x:.4f}" if x is not None else "?" for x in t.losses[:3]]
+    losses = ", ".join(shown) + (f", ... ({len(t.losses)})" if len(t.losses) > 3 else "")
+    memory = memory_vs_prev(s, prev)
+    return [
+        count,
+        "-" if rate is None else f"{rate:.2f}",
+        losses or "-",
+        training.describe(s.losses_vs_prev),
+        "-" if memory is None else f"{memory:.2f}x",
+    ]
 
 
 CROSS_HEADERS = [
@@ -549,11 +603,19 @@ LEGEND = [
     "lazy-mode counts from the first batch on (exact, not timed; hpu-sim and Gaudi), with the "
     "sites that read device values back most often.",
 ]
+TRAINING_NOTE = (
+    "Training smoke: a batch is an optimizer step (from the end of the previous step to the end "
+    "of this one; the first from its backward()); Steps/s: 1 / the steady median; Losses: the "
+    "tensor backward() was called on, per step (round 1); Memory vs prev: peak memory over the "
+    "previous stage's."
+)
 
 
 def notes(report: RunReport, *, failures: bool = True) -> list[str]:
     """Lines a reader must not miss: random weights, failures, machine load, few rounds."""
     lines = []
+    if any(s.metrics.training is not None for s in report.stages):
+        lines.append(TRAINING_NOTE)
     if any(s.metrics.model.random_weights and s.metrics.samples for s in report.stages):
         lines.append(
             "Weights are random (seeded): samples show the port works and is "
@@ -673,9 +735,18 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
             "vs_first": _ratio_json(s.vs_first),
             "load_avg": [[m.timing.load_start, m.timing.load_end] for m in s.rounds],
             "lazy": s.metrics.lazy,
+            "training": _training_json(s, previous.get(s.name)),
         }
         rest = asdict(s)
-        for key in ("rounds", "first_batch", "latency", "samples_per_s", "vs_prev", "vs_first"):
+        for key in (
+            "rounds",
+            "first_batch",
+            "latency",
+            "samples_per_s",
+            "vs_prev",
+            "vs_first",
+            "losses_vs_prev",
+        ):
             rest.pop(key)
         data.update(rest)
         for key in ("psnr_previous",):
@@ -683,6 +754,7 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
                 data[key] = "inf"
         return data
 
+    previous = {b.name: a for a, b in zip(report.stages, report.stages[1:], strict=False)}
     out: dict[str, Any] = {
         "run_id": report.run_id,
         "run": report.run,
@@ -705,6 +777,26 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
             ],
         }
     return out
+
+
+def _training_json(s: StageReport, prev: StageReport | None) -> dict[str, Any] | None:
+    """stages[].training: optimizer steps, steady steps/s (every round), round 1's losses."""
+    t = s.metrics.training
+    if t is None:
+        return None
+    match = s.losses_vs_prev
+    return {
+        "optimizer_steps": t.optimizer_steps,
+        "steps_per_s": steps_per_s(s),
+        "losses": t.losses,
+        "first_step_s": s.first_batch.median_s if s.first_batch else None,
+        "stopped": t.stopped,
+        "max_steps": t.max_steps,
+        "optimizers": t.optimizers,
+        "steps_by": t.steps_by,
+        "losses_vs_prev": asdict(match) if match is not None else None,
+        "memory_vs_prev": memory_vs_prev(s, prev),
+    }
 
 
 def _first_batch_json(s: StageReport) -> dict[str, Any] | None:
@@ -745,6 +837,8 @@ def render_html(report: RunReport, against: RunReport | None = None) -> str:
         cells = []
         for s in rep.stages:
             m = s.metrics
+            if m.training is not None and m.ok and not m.grids:
+                continue  # a training smoke renders no images: nothing to show, nothing wrong
             grid = (
                 untrusted.contained(rep.run_dir / s.name, m.grids[0].path, rep.run_dir)
                 if m.grids

@@ -51,6 +51,7 @@ class RunOptions:
     python: str = sys.executable
     seed: int = 0  # seed of the random weights (not the sampling seed: that is a script arg)
     repeat: int | None = None  # rounds; None: DEFAULT_REPEAT_CPU on the CPU, else 1
+    max_steps: int | None = None  # training smoke: optimizer steps, else the recipe's max_steps
 
 
 # `migrate run` on the CPU measures two rounds by default: about twice the time of one, and
@@ -238,9 +239,13 @@ def record_edits(ws: Path, patch: PatchInfo) -> None:
 
 def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOptions) -> str:
     """What decides a stage's output: same key, same result (for --resume)."""
+    smoke = asdict(spec)
+    for key, default in (("kind", "samples"), ("max_steps", None), ("workdir", ".")):
+        if smoke.get(key) == default:  # keys newer than a run keep that run's results reusable
+            smoke.pop(key)
     material = {
         "patches": patch.cumulative_sha256,
-        "smoke": asdict(spec),
+        "smoke": smoke,
         "device": asdict(device),
         "model": options.model or spec.default_model,
         "ckpt": str(options.ckpt) if options.ckpt else None,
@@ -248,6 +253,8 @@ def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOp
         "extra": options.extra_args,
         "python": options.python,
     }
+    if options.max_steps is not None:  # only then: keys of earlier runs stay what they were
+        material["max_steps"] = options.max_steps
     if patch.dirty:  # only then: the keys of clean results stay what they were
         material["edits"] = patch.edits_sha256
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -306,6 +313,7 @@ def smoke_stage(
         patch=patch,
         key=result_key(spec, patch, device, options),
         python=options.python,
+        max_steps=options.max_steps,
     )
     return run_smoke(request, on_event)
 
@@ -429,6 +437,7 @@ def run(
 
     tell = _teller(progress)
     recipe.smoke_spec()  # a recipe that cannot smoke fails before the fetch
+    _check_max_steps(recipe, options)
     if not recipe.stages:
         raise BadInput(f"{recipe.path}: the recipe has no stages to run")
     stages = recipe.stages[: recipe.index(through) + 1] if through else list(recipe.stages)
@@ -447,6 +456,15 @@ def run(
         if created and not any(started.run_dir.glob(f"*/{METRICS_FILE}")):
             shutil.rmtree(started.run_dir, ignore_errors=True)  # nothing measured: no husk
         raise
+
+
+def _check_max_steps(recipe: Recipe, options: RunOptions) -> None:
+    """--max-steps counts optimizer steps: only a training smoke has them."""
+    if options.max_steps is not None and not recipe.smoke_spec().training:
+        raise BadInput(
+            f"--max-steps: {recipe.path} smokes image samples, not training "
+            '(no [smoke] kind = "training")'
+        )
 
 
 def _refuse_edits(ws: Path) -> None:
@@ -536,6 +554,7 @@ def smoke(
 
     tell = _teller(progress)
     recipe.smoke_spec()  # a recipe that cannot smoke fails before anything moves
+    _check_max_steps(recipe, options)
     ws = workspace.require(ws)
     if stage is not None:
         recipe.check_point(stage)  # unknown names fail here, before anything moves

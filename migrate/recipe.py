@@ -73,7 +73,11 @@ SMOKE_KEYS = {
     "log_level",
     "default_model",
     "random_weights",
+    "kind",
+    "max_steps",
+    "workdir",
 }
+SMOKE_KINDS = ("samples", "training")  # what the script is: an image generator, or training
 PROBE_KEYS = {"batch", "step", "load"}
 CHECKPOINT_KEYS = {"url", "path", "size", "sha256"}
 
@@ -123,6 +127,16 @@ class SmokeSpec:
     [smoke.probe]                        # "module:Qualified.name" callables timed in-process
     batch = ["ldm.models.diffusion.ddim:DDIMSampler.sample"]
     step = ["ldm.models.diffusion.ddim:DDIMSampler.p_sample_ddim"]
+
+    A training script instead (no output folder, no PNGs; success is exit 0 and at least one
+    optimizer step, each timed and its loss recorded by `migrate.smoke.training_probe`):
+
+    [smoke]
+    kind = "training"
+    script = "imagenet/main.py"
+    args = ["--dummy", "-a", "resnet18"]
+    max_steps = 20                       # optional: end the script after 20 optimizer steps
+    workdir = "imagenet"                 # optional: run from this folder [default: the top]
     """
 
     script: str
@@ -130,7 +144,7 @@ class SmokeSpec:
     models: dict[str, list[str]]
     default_model: str
     model_sizes: dict[str, str] = field(default_factory=dict)  # variant -> builder's size
-    outdir_option: str = "--outdir"
+    outdir_option: str | None = "--outdir"  # None: the script is given no output folder
     seed_option: str | None = "--seed"
     samples: str = "samples/*.png"
     grid: str = "grid-*.png"
@@ -139,6 +153,13 @@ class SmokeSpec:
     timeout: float | None = None
     log_level: int = 1
     probe: ProbeSpec = field(default_factory=ProbeSpec)
+    kind: str = "samples"  # one of SMOKE_KINDS
+    max_steps: int | None = None  # training: optimizer steps before the probe ends the script
+    workdir: str = "."  # the script's working folder, in the workspace (pytorch/examples: its own)
+
+    @property
+    def training(self) -> bool:
+        return self.kind == "training"
 
     def model_args(self, model: str) -> list[str]:
         """The extra arguments for a model size; unknown sizes are bad input."""
@@ -503,6 +524,16 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
         probe[key] = targets
 
     timeout = table.positive("timeout", "seconds")
+    kind = table.string("kind", "samples") or "samples"
+    if kind not in SMOKE_KINDS:
+        raise table.fail("kind", f"must be one of {', '.join(SMOKE_KINDS)}, got {kind!r}")
+    max_steps = table.positive("max_steps", "optimizer steps", int)
+    if max_steps is not None and kind != "training":
+        raise table.fail("max_steps", 'only a training smoke (kind = "training") has steps')
+    # An empty outdir_option means none; a training script is given no output folder by default.
+    outdir = None
+    if table.data.get("outdir_option") != "":
+        outdir = table.string("outdir_option", None if kind == "training" else "--outdir")
     log_level = table.data.get("log_level", 1)
     if isinstance(log_level, bool) or log_level not in (1, 2, 3):
         raise table.fail("log_level", f"must be 1, 2 or 3, got {log_level!r}")
@@ -512,7 +543,7 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
         models=models,
         default_model=default_model,
         model_sizes=model_sizes,
-        outdir_option=table.string("outdir_option", "--outdir") or "--outdir",
+        outdir_option=outdir or None,
         seed_option=table.string("seed_option", "--seed"),
         samples=samples,
         grid=grid,
@@ -521,6 +552,9 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
         timeout=float(timeout) if timeout is not None else None,
         log_level=int(log_level),
         probe=ProbeSpec(**probe),
+        kind=kind,
+        max_steps=int(max_steps) if max_steps is not None else None,
+        workdir=table.relative_path("workdir", "."),
     )
 
 

@@ -213,6 +213,68 @@ def test_nested_batch_loops_mark_the_outer_one_and_epochs_not_at_all() -> None:
     assert lines[marks[0] - 1] == "                model(micro_batch)"
 
 
+def test_per_batch_marks_only_on_loops_over_data() -> None:
+    """imagenet's accuracy(): a `for k in topk:` loop inside no_grad is over integers, not data."""
+    source = textwrap.dedent(
+        """\
+        import torch
+        def accuracy(output, target, topk=(1,)):
+            with torch.no_grad():
+                res = []
+                for k in topk:
+                    res.append(output[:k].sum())
+                for row in range(3):
+                    res.append(row)
+                return res
+        def validate(loader, model):
+            with torch.no_grad():
+                for i, (images, target) in enumerate(loader):
+                    model(images)
+        val = torch.utils.data.DataLoader(range(4))
+        with torch.no_grad():
+            for x in val:
+                model(x)
+            for part in torch.split(x, 2):
+                model(part)
+        """
+    )
+    draft = draft_source(source, "t.py")
+    lines = draft.drafted.splitlines()
+    marked = [lines[i - 1].strip() for i, line in enumerate(lines) if "this batch's graph" in line]
+    assert marked == ["model(images)", "model(x)", "model(part)"]
+    assert [e.what for e in draft.edits].count("mark_step after each batch (for loop)") == 3
+
+
+def test_hand_written_update_is_the_step() -> None:
+    """word_language_model: `p.data.add_(p.grad, ...)` over the parameters is the optimizer step."""
+    source = textwrap.dedent(
+        """\
+        import torch
+        for batch in range(3):
+            loss = model(x).sum()
+            loss.backward()
+            for p in model.parameters():
+                p.data.add_(p.grad, alpha=-lr)
+            total += loss.item()
+        w.data.sub_(0.1 * w.grad)
+        """
+    )
+    draft = draft_source(source, "t.py")
+    lines = draft.drafted.splitlines()
+    after_loop = lines.index("        p.data.add_(p.grad, alpha=-lr)") + 1
+    assert lines[after_loop] == (
+        "    htcore.mark_step()  # migrate init: Gaudi lazy mode, run the parameter update's "
+        "graph now"
+    )
+    assert lines[lines.index("w.data.sub_(0.1 * w.grad)") + 1].startswith("htcore.mark_step()")
+    assert draft.drafted.count("parameter update's graph") == 2  # not one per parameter
+    assert "mark_step after the hand-written parameter update (for loop)" in [
+        e.what for e in draft.edits
+    ]
+    assert not draft.notes
+    assert draft_source(draft.drafted, "t.py").edits == []  # drafting twice changes nothing
+
+
 @pytest.mark.parametrize("source", [TRAIN, GAN, INFER])
 def test_drafting_twice_changes_nothing(source: str) -> None:
     once = draft_source(source, "x.py")
@@ -237,7 +299,7 @@ def test_closure_step_scaler_one_line_block_and_jump() -> None:
             env.step(i)
         with torch.inference_mode():
             while True:
-                y = model(x)
+                y = model(next(batches))
                 break
         """
     )
@@ -290,7 +352,9 @@ def test_init_apply_and_run_under_the_shim(
     repo, commit = upstream
     project = tmp_path / "project"
     name = Path(entry).stem
-    result = init(repo, commit, project, name, entry, extra=["--smoke-args", "--epochs 2"])
+    result = init(
+        repo, commit, project, name, entry, extra=["--smoke-args", "--epochs 2", "--scan", "."]
+    )
     assert result.returncode == 0, result.stderr
     recipe_path = project / "recipes" / f"{name}.toml"
     patch_path = project / "patches" / name / "minimal.patch"

@@ -31,7 +31,11 @@ SPARSE = ["--sparse", "/*", "--sparse", "!/word_language_model/data/"]
 SCRIPTS = {
     "regression": (
         "regression/main.py",
-        ["GPU Migration turned on before torch is imported", "mark_step after output.backward()"],
+        [
+            "GPU Migration turned on before torch is imported",
+            "mark_step after output.backward()",
+            "mark_step after the hand-written parameter update (for loop)",
+        ],
     ),
     "time-seq": (
         "time_sequence_prediction/train.py",
@@ -118,3 +122,33 @@ def test_vae_runs_under_the_shim(examples: Path, tmp_path: Path) -> None:
     calls = [json.loads(line)["call"] for line in fake_log.read_text().splitlines()]
     assert calls[:2] == ["gpu_migration.import", "core.import"]
     assert calls.count("mark_step") == 4 * 2 + 2  # 4 training batches x 2, 2 test batches
+
+
+def test_dcgan_init_then_run_with_training_rows(examples: Path, tmp_path: Path) -> None:
+    """A training script no other test uses: init writes a [smoke] that `migrate run` runs as is.
+
+    dcgan at the imagenet recipe's commit, on its own fake data (--dataset fake; nothing is
+    downloaded), one training cycle (--dry-run: two optimizer steps, D then G). Its checklist
+    covers dcgan/main.py only, not the NCCL code of the other examples.
+    """
+    commit = "8c246ba77dfd8dc738038591a74116605ba8a4c2"
+    outf = tmp_path / "dcgan-out"
+    made = migrate(
+        "init", "dcgan", "--upstream", "https://github.com/pytorch/examples.git", "--commit",
+        commit, "--source", str(examples), "--entry", "dcgan/main.py", "--project-dir",
+        str(tmp_path), *SPARSE, "--smoke-args",
+        f"--dataset fake --cuda --dry-run --batchSize 4 --workers 0 --manualSeed 1 --outf {outf}",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "(1 Python file)" in made.stdout and "imagenet/" not in made.stdout
+    recipe = tmp_path / "recipes" / "dcgan.toml"
+    ran = migrate(
+        "run", "--recipe", str(recipe), "--source", str(examples), "--device", "cpu",
+        "--repeat", "1", "--runs-dir", str(tmp_path / "runs"),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    [run_dir] = (tmp_path / "runs").iterdir()
+    training = json.loads((run_dir / "report.json").read_text())["stages"][0]["training"]
+    assert training["optimizer_steps"] == 2 and training["optimizers"] == ["Adam"]
+    assert len(training["losses"]) == 2 and all(isinstance(x, float) for x in training["losses"])
+    assert (outf / "real_samples.png").is_file()  # where the arguments said, not the workspace

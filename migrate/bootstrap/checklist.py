@@ -96,15 +96,18 @@ class Checklist:
     def lines(self) -> list[str]:
         """The checklist as plain text lines (no comment markers)."""
         where = "the upstream" if self.scope in ("", ".") else f"{self.scope}/ of the upstream"
+        if " " in self.scope:  # a description, not a folder
+            where = self.scope
         out = [
             f"Checklist from `migrate scan` of {where} at {self.commit[:12]} "
             f"({self.files} Python file{'s' * (self.files != 1)}): "
             "what GPU Migration will not cover.",
         ]
         if not self.items:
+            # no box: a ticked one reads as "done", an empty one as work to do
             out.append(
-                "[x] nothing found that GPU Migration leaves to a person (a static scan: "
-                "code built at run time or inside libraries is not seen)"
+                "Nothing found that GPU Migration leaves to a person (a static scan: code "
+                "built at run time or inside libraries is not seen)."
             )
         for topic in TOPICS:
             sites = self.items.get(topic.key)
@@ -140,12 +143,17 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
-def build(root: Path, commit: str, scan_result: Any, prefix: str = ".") -> Checklist:
+def build(
+    root: Path, commit: str, scan_result: Any, prefix: str = ".", only: list[str] | None = None
+) -> Checklist:
     """The checklist for the tree at `root`, from a `migrate scan` result of that tree.
 
     `prefix` is `root` relative to the upstream's top folder: sites are named from the top.
+    `only`: the files the entry scripts run (`imports.closure`); CUDA sources are then looked
+    for beside them only, not in the whole tree.
     """
-    checklist = Checklist(commit=commit, files=len(scan_result.files), scope=prefix)
+    scope = prefix if only is None else "the entry scripts and the upstream modules they import"
+    checklist = Checklist(commit=commit, files=len(scan_result.files), scope=scope)
     items: dict[str, list[Site]] = {}
     covered: Counter[str] = Counter()
     for finding in scan_result.findings:
@@ -159,7 +167,7 @@ def build(root: Path, commit: str, scan_result: Any, prefix: str = ".") -> Check
         items.setdefault(key, []).append(
             Site(_join(prefix, finding.path), finding.line, finding.code)
         )
-    for key, site in _extra_sites(root, scan_result.files):
+    for key, site in _extra_sites(root, scan_result.files, only is not None):
         items.setdefault(key, []).append(Site(_join(prefix, site.path), site.line, site.code))
     checklist.unparsable = [_join(prefix, e.path) for e in scan_result.errors]
     for key, sites in items.items():
@@ -172,15 +180,26 @@ def _join(prefix: str, path: str) -> str:
     return path if prefix in ("", ".") else f"{prefix.rstrip('/')}/{path}"
 
 
-def _extra_sites(root: Path, files: list[str]) -> list[tuple[str, Site]]:
-    """What the scan does not look for: CUDA sources, cpp_extension, device env and tools."""
+def _extra_sites(root: Path, files: list[str], beside: bool = False) -> list[tuple[str, Site]]:
+    """What the scan does not look for: CUDA sources, cpp_extension, device env and tools.
+
+    `beside`: CUDA sources in the folders of `files` only (not below them).
+    """
     found: list[tuple[str, Site]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            if name.endswith(CUDA_SOURCES):
-                rel = (Path(dirpath) / name).relative_to(root).as_posix()
-                found.append(("cuda_extension", Site(rel, 0, "CUDA source file")))
+    if beside:
+        folders = sorted({root / Path(rel).parent for rel in files})
+        sources = [p for d in folders for p in sorted(d.iterdir()) if p.is_file()]
+    else:
+        sources = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(
+                d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".")
+            )
+            sources.extend(Path(dirpath) / name for name in sorted(filenames))
+    for path in sources:
+        if path.name.endswith(CUDA_SOURCES):
+            rel = path.relative_to(root).as_posix()
+            found.append(("cuda_extension", Site(rel, 0, "CUDA source file")))
     for rel in files:
         path = root / rel
         try:

@@ -13,11 +13,13 @@ What is drafted, each edit at most once (running the drafter on its own output c
   import torch; where `habana_frameworks` is absent, `htcore.mark_step()` is a no-op stand-in;
 - `htcore.mark_step()` after every statement that calls `<x>.backward(...)` and after every
   optimizer step (`<optimizer>.step(...)`, `scaler.step(<optimizer>)`), in functions and in
-  top-level code alike;
-- `htcore.mark_step()` at the end of each iteration of an inference loop: a loop inside
-  `torch.no_grad()` / `torch.inference_mode()` (a `with` block or a decorated function), or a
-  loop over batches that opens one. Of nested loops, the outermost one over something named like
-  data/loader/batch gets it, so the mark runs once per batch, not once per item of a batch.
+  top-level code alike; and after a hand-written parameter update (`p.data.add_(p.grad, ...)`,
+  or the `for p in model.parameters():` loop that holds it): that update is the optimizer step;
+- `htcore.mark_step()` at the end of each iteration of an inference loop over data (a loader,
+  batches, an iterator of tensors, `enumerate(loader)`, a `while` loop drawing with `next()`)
+  inside `torch.no_grad()` / `torch.inference_mode()` (a `with` block or a decorated function),
+  or opening one. A loop over integers (`for k in topk:`) is no batch boundary. Of nested loops
+  over data, the outermost gets it, so the mark runs once per batch, not once per item.
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ WHY = {
     "backward": "run the backward graph now",
     "step": "run the optimizer step's graph now",
     "batch": "run this batch's graph now",
+    "update": "run the parameter update's graph now",
 }
 # optimizer, optimizerD, d_optim, opt, opt_g, optG, opts; not option, scheduler
 _OPTIMIZER_NAME = re.compile(r"optim|(^|_)opts?($|_|\d)|^opt[A-Z]")
-_BATCHY = re.compile(r"load|batch|data", re.IGNORECASE)
+# A loop over data: its iterable names a loader, batches, data, samples or tensors being split.
+_BATCHY = re.compile(r"load|batch|data|sample|split|chunk|unbind|tensor", re.IGNORECASE)
+_LOADER_CLASS = re.compile(r"(DataLoader|Loader)$")
 _NO_GRAD = {"no_grad", "inference_mode"}
 _JUMPS = (cst.Continue, cst.Break, cst.Return, cst.Raise)
 
@@ -109,11 +114,6 @@ def draft_source(source: str, path: str) -> Draft:
         notes.append(
             f"{path}: no training step (x.backward(), optimizer.step()) or inference loop "
             "found: call htcore.mark_step() by hand where a step's graph should run"
-        )
-    if facts.manual_updates:
-        notes.append(
-            f"{path}:{facts.manual_updates[0]}: parameters updated by hand, not by an optimizer: "
-            "the update runs in the next step's graph (add htcore.mark_step() after it if wanted)"
         )
     return Draft(path, source, bom + drafted.code, edits, notes)
 
@@ -182,6 +182,40 @@ def _line_is_mark_step(stmt: cst.CSTNode) -> bool:
     return isinstance(stmt, cst.SimpleStatementLine) and any(_is_mark_step(s) for s in stmt.body)
 
 
+def _is_manual_update(node: cst.CSTNode) -> bool:
+    """`param.data.add_(param.grad, alpha=-lr)`: a hand-written SGD step (it is the step)."""
+    if not isinstance(node, cst.Call):
+        return False
+    name = _dotted(node.func) or ""
+    return name.endswith((".data.add_", ".data.sub_")) and any(
+        "grad" in _names_in(a.value) for a in node.args
+    )
+
+
+class _Updates(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.found = self.found or _is_manual_update(node)
+
+
+def _updates_parameters(node: cst.CSTNode) -> bool:
+    """Whether a statement holds a hand-written parameter update."""
+    finder = _Updates()
+    node.visit(finder)
+    return finder.found
+
+
+def _is_parameter_loop(node: cst.CSTNode) -> bool:
+    """`for p in model.parameters(): p.data.add_(...)`: the update of every parameter."""
+    return (
+        isinstance(node, cst.For)
+        and any("param" in n.lower() for n in _names_in(node.iter))
+        and _updates_parameters(node.body)
+    )
+
+
 def _is_docstring(stmt: cst.CSTNode) -> bool:
     return (
         isinstance(stmt, cst.SimpleStatementLine)
@@ -216,6 +250,7 @@ class _Facts(cst.CSTVisitor):
         self.optimizer_classes: set[str] = set()  # names imported from torch.optim
         self.existing_marks = 0
         self.manual_updates: list[int] = []
+        self.loaders: set[str] = set()  # names bound to a DataLoader(...) (or any *Loader)
         self._assigns: list[tuple[list[str], cst.Call]] = []
 
     def code(self, node: cst.CSTNode) -> str:
@@ -252,16 +287,14 @@ class _Facts(cst.CSTVisitor):
             self.existing_marks += 1
 
     def visit_Call(self, node: cst.Call) -> None:
-        # `param.data.add_(-lr * param.grad)`: a hand-written SGD step, no optimizer to mark
-        name = _dotted(node.func) or ""
-        if name.endswith((".data.add_", ".data.sub_")) and any(
-            "grad" in _names_in(a.value) for a in node.args
-        ):
+        if _is_manual_update(node):
             self.manual_updates.append(self.get_metadata(PositionProvider, node).start.line)
 
     def leave_Module(self, original_node: cst.Module) -> None:
         for targets, call in self._assigns:
             callee = _dotted(call.func) or ""
+            if _LOADER_CLASS.search(callee):
+                self.loaders.update(t.rsplit(".", 1)[-1] for t in targets)
             is_optimizer = (
                 ("optim." in callee or callee.startswith("optim")) and "sched" not in callee.lower()
             ) or callee in self.optimizer_classes
@@ -365,13 +398,18 @@ class _LoopFinder(cst.CSTVisitor):
         self._stack.append(loop)
 
     def visit_For(self, node: cst.For) -> None:
-        self._enter_loop(node, any(_BATCHY.search(n) for n in _names_in(node.iter)))
+        names = _names_in(node.iter)
+        batchy = any(_BATCHY.search(n) for n in names) or any(
+            n in self.facts.loaders for n in names
+        )
+        self._enter_loop(node, batchy)
 
     def leave_For(self, original_node: cst.For) -> None:
         self._stack.pop()
 
     def visit_While(self, node: cst.While) -> None:
-        self._enter_loop(node, False)
+        # `while True: batch = next(it)`: over data when it draws from an iterator
+        self._enter_loop(node, "next" in _names_in(node))
 
     def leave_While(self, original_node: cst.While) -> None:
         self._stack.pop()
@@ -388,28 +426,22 @@ class _LoopFinder(cst.CSTVisitor):
                 loop.training = True
 
     def inference_loops(self) -> set[int]:
-        """ids of the loop nodes that get a mark_step at the end of each iteration."""
+        """ids of the loop nodes that get a mark_step at the end of each iteration.
+
+        Only loops over data (a loader, batches, an iterator of tensors): a loop over integers
+        or over a batch's rows is not a batch boundary. Of nested ones, the outermost.
+        """
         candidates = [
             loop
             for loop in self.loops
-            if not loop.training and (loop.in_no_grad or (loop.opens_no_grad and loop.batchy))
+            if not loop.training and loop.batchy and (loop.in_no_grad or loop.opens_no_grad)
         ]
         chosen = {id(c) for c in candidates}
-        batchy = {id(c) for c in candidates if c.batchy}
-        selected: set[int] = set()
-        for loop in candidates:
-            ancestors = loop.ancestors()
-            if any(id(a) in batchy for a in ancestors):
-                continue  # an outer loop over batches gets the mark
-            if loop.batchy:
-                selected.add(id(loop.node))
-                continue
-            inner_batchy = any(
-                id(other) in batchy and loop in other.ancestors() for other in candidates
-            )
-            if not inner_batchy and not any(id(a) in chosen for a in ancestors):
-                selected.add(id(loop.node))
-        return selected
+        return {
+            id(loop.node)
+            for loop in candidates
+            if not any(id(a) in chosen for a in loop.ancestors())  # an outer batch loop has it
+        }
 
 
 class _Drafter(cst.CSTTransformer):
@@ -422,6 +454,7 @@ class _Drafter(cst.CSTTransformer):
         self.facts = facts
         self.inference = inference
         self.edits: list[Edit] = []
+        self._parameter_loops = 0  # inside `for p in ...parameters(): p.data.add_(...)`
         self.header = not (facts.has_gpu_migration and facts.core_alias)
         self.alias = facts.core_alias if not self.header and facts.core_alias else STANDIN
 
@@ -440,12 +473,18 @@ class _Drafter(cst.CSTTransformer):
 
     def _kind(self, body: object) -> str | None:
         kinds = [self.facts.trigger(s) for s in body]  # type: ignore[attr-defined]
-        return "step" if "step" in kinds else "backward" if "backward" in kinds else None
+        if "step" in kinds:
+            return "step"
+        if "backward" in kinds:
+            return "backward"
+        if not self._parameter_loops and any(_updates_parameters(s) for s in body):  # type: ignore[attr-defined]
+            return "update"  # a hand-written update is the optimizer step: mark after it
+        return None
 
     def _what(self, body: object) -> str:
         for small in body:  # type: ignore[attr-defined]
             call = _small_call(small)
-            if call is not None and self.facts.trigger(small):
+            if call is not None and (self.facts.trigger(small) or _is_manual_update(call)):
                 return f"{self.facts.code(call.func)}()"
         return "the step"
 
@@ -453,15 +492,19 @@ class _Drafter(cst.CSTTransformer):
         result: list = []
         for i, (orig, new) in enumerate(zip(original, updated, strict=True)):
             result.append(new)
-            if not isinstance(orig, cst.SimpleStatementLine):
-                continue
-            kind = self._kind(orig.body)
-            if kind is None or any(_is_mark_step(s) for s in orig.body):
+            if isinstance(orig, cst.SimpleStatementLine):
+                kind = self._kind(orig.body)
+                if kind is None or any(_is_mark_step(s) for s in orig.body):
+                    continue
+                what = self._what(orig.body)
+            elif not self._parameter_loops and _is_parameter_loop(orig):
+                kind, what = "update", "the hand-written parameter update (for loop)"
+            else:
                 continue
             if i + 1 < len(original) and _line_is_mark_step(original[i + 1]):
                 continue  # drafted before (or written by hand): once is enough
             result.append(self._mark(kind))
-            self.edits.append(Edit(self._line(orig), f"mark_step after {self._what(orig.body)}"))
+            self.edits.append(Edit(self._line(orig), f"mark_step after {what}"))
         return result
 
     def leave_IndentedBlock(
@@ -504,7 +547,14 @@ class _Drafter(cst.CSTTransformer):
         )
         return updated_node.with_changes(body=body)
 
+    def visit_For(self, node: cst.For) -> bool:
+        if _is_parameter_loop(node):
+            self._parameter_loops += 1
+        return True
+
     def leave_For(self, original_node: cst.For, updated_node: cst.For) -> cst.For:
+        if _is_parameter_loop(original_node):
+            self._parameter_loops -= 1
         return self._end_of_batch(original_node, updated_node)
 
     def leave_While(self, original_node: cst.While, updated_node: cst.While) -> cst.While:

@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 from migrate import __version__, git, patchfile
 from migrate import workspace as workspaces
 from migrate.bootstrap import checklist as checklists
+from migrate.bootstrap import imports
 from migrate.errors import BadInput, FetchError, MigrateError, RecipeError
 from migrate.recipe import COMMIT_RE, load_recipe
 from migrate.stack import DIFF_OPTIONS
+from migrate.workspace import SOURCE_ENV
 
 if TYPE_CHECKING:
     from migrate.bootstrap.draft import Draft
@@ -54,7 +56,8 @@ class InitRequest:
     sparse: list[str] = field(default_factory=list)
     workspace: Path | None = None
     force: bool = False
-    scan: str = "."  # the folder of the upstream that `migrate scan` looks at
+    scan: str | None = None  # a folder for `migrate scan`; None: the entries and their imports
+    source_from_env: bool = False  # `source` came from $MIGRATE_SOURCE: errors name it
 
 
 @dataclass
@@ -120,10 +123,14 @@ def init_project(
 
             from migrate.audit import scan as scanner  # imported here: it pulls in the log reader
 
-            scan_root = ws / req.scan
-            if not scan_root.is_dir():
-                raise BadInput(f"--scan {req.scan}: no such folder in the upstream")
-            found = checklists.build(scan_root, req.commit, scanner.scan(scan_root), req.scan)
+            if req.scan is not None:
+                scan_root = ws / req.scan
+                if not scan_root.is_dir():
+                    raise BadInput(f"--scan {req.scan}: no such folder in the upstream")
+                found = checklists.build(scan_root, req.commit, scanner.scan(scan_root), req.scan)
+            else:  # what the entry scripts run: they and the upstream modules they import
+                files = imports.closure(ws, entries)
+                found = checklists.build(ws, req.commit, imports.scan_files(ws, files), only=files)
 
             # Stage recipe and patch as a project of their own; the real loader must accept them.
             staged_patch = staging / "patches" / req.name / f"{STAGE}.patch"
@@ -156,8 +163,8 @@ def _validate(req: InitRequest) -> list[str]:
     for pattern in req.sparse:
         if not pattern or pattern.startswith("-"):
             raise BadInput(f"--sparse {pattern!r}: not a sparse-checkout pattern")
-    scan = PurePosixPath(req.scan)
-    if scan.is_absolute() or ".." in scan.parts or "\\" in req.scan:
+    scan = PurePosixPath(req.scan or ".")
+    if req.scan is not None and (scan.is_absolute() or ".." in scan.parts or "\\" in req.scan):
         raise BadInput(f"--scan {req.scan}: give a folder relative to the upstream's top folder")
     entries: list[str] = []
     for entry in req.entries:
@@ -173,13 +180,20 @@ def _validate(req: InitRequest) -> list[str]:
 def _fetch(recipe: Any, ws: Path, req: InitRequest, progress: Progress | None) -> Path:
     """`migrate fetch` into `ws`; source and commit problems are bad input here (exit 2)."""
     source = workspaces.source_for(recipe, req.source)
+    named = _source_origin(req)
     try:
         return workspaces.fetch(recipe, ws, req.source, progress=progress)
     except RecipeError:
-        raise BadInput(f"--commit {req.commit}: not a commit of {source}") from None
+        raise BadInput(f"--commit {req.commit}: not a commit of {source}{named}") from None
     except FetchError as exc:  # name the option, not the staged recipe file
         message = str(exc).replace(f"the recipe's sparse patterns ({recipe.path})", "--sparse")
-        raise BadInput(message) from None
+        raise BadInput(message + named) from None
+
+
+def _source_origin(req: InitRequest) -> str:
+    """Where the source came from, when the user did not type it: the environment."""
+    from_env = req.source_from_env or (req.source is None and os.environ.get(SOURCE_ENV))
+    return f" (the source named by {SOURCE_ENV})" if from_env else ""
 
 
 def _read_entry(ws: Path, commit: str, entry: str, sparse: list[str]) -> str:
@@ -307,13 +321,41 @@ def _recipe_toml(
         'Forwarded = "not-needed"',
         f"Last-Update = {_toml_string(day)}",
         "",
+        *_smoke_toml(script, req.smoke_args, drafts[0]),
+    ]
+    return "\n".join(text) + "\n"
+
+
+def _trains(draft: Draft) -> bool:
+    """Whether the drafted script trains: it got a mark after a backward, step or update."""
+    marks = [e.what for e in draft.edits if e.what.startswith("mark_step after")]
+    return any("each batch" not in what for what in marks)
+
+
+def _smoke_toml(script: str, args: list[str], draft: Draft) -> list[str]:
+    """The `[smoke]` table: run as is by `migrate run` for a training script."""
+    folder = PurePosixPath(script).parent.as_posix()
+    workdir = [f"workdir = {_toml_string(folder)}"] if folder != "." else []
+    if _trains(draft):
+        return [
+            "# Smoke run: the first entry script, from its own folder, as a training smoke:",
+            "# success is exit 0 and at least one optimizer step; each step is timed and its",
+            "# loss recorded.",
+            "# `max_steps = N` (or `migrate run --max-steps N`) ends it after N optimizer steps.",
+            "[smoke]",
+            'kind = "training"',
+            f"script = {_toml_string(script)}",
+            *workdir,
+            f"args = {_toml_list(args)}",
+        ]
+    return [
         "# Smoke run: the first entry script. `migrate smoke` adds `outdir_option <dir>` and looks",
         "# for PNGs there (samples, grid): set them for this script before smoking it.",
         "[smoke]",
         f"script = {_toml_string(script)}",
-        f"args = {_toml_list(req.smoke_args)}",
+        *workdir,
+        f"args = {_toml_list(args)}",
     ]
-    return "\n".join(text) + "\n"
 
 
 def _missing_folders(path: Path) -> list[Path]:

@@ -58,10 +58,10 @@ from migrate.workspace import SOURCE_ENV
 @click.option(
     "--scan",
     "scan_dir",
-    default=".",
-    show_default=True,
+    default=None,
     metavar="DIR",
-    help="The upstream folder to scan for the checklist (e.g. the entry's own, in a monorepo).",
+    help="The upstream folder to scan for the checklist [default: the entry scripts and the "
+    "upstream modules they import].",
 )
 @click.option("--force", is_flag=True, help="Replace an existing recipe and patch of that NAME.")
 def init(
@@ -74,7 +74,7 @@ def init(
     smoke_args: str,
     sparse: tuple[str, ...],
     workspace: Path | None,
-    scan_dir: str,
+    scan_dir: str | None,
     force: bool,
 ) -> None:
     """Start porting a new CUDA PyTorch upstream: pin it, draft its `minimal` stage, list the rest.
@@ -115,6 +115,9 @@ def init(
         workspace=workspace,
         force=force,
         scan=scan_dir,
+        source_from_env=source is not None
+        and click.get_current_context().get_parameter_source("source")
+        == click.core.ParameterSource.ENVIRONMENT,
     )
     result = init_project(request)
     out = Console(highlight=False, soft_wrap=True)

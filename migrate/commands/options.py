@@ -92,6 +92,7 @@ def run_options(
     timeout: float | None,
     repeat: int | None,
     python: str | None,
+    max_steps: int | None = None,
 ) -> RunOptions:
     """`pipeline.RunOptions` from the options `run` and `smoke` share (and the args after `--`)."""
     from migrate import pipeline
@@ -103,6 +104,7 @@ def run_options(
         extra_args=passthrough(ctx),
         timeout=timeout,
         repeat=repeat,
+        max_steps=max_steps,
     )
     if python is not None:
         options.python = interpreter(python)
@@ -137,6 +139,15 @@ timeout_option = click.option(
     default=None,
     help="Seconds before a stage's script is stopped and recorded as failed "
     "[default: the recipe's].",
+)
+
+max_steps_option = click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help='A training smoke ([smoke] kind = "training"): end the script cleanly after N '
+    "optimizer steps [default: the recipe's max_steps, else run to the end].",
 )
 
 

@@ -145,6 +145,11 @@ class StageProgress:
                 self.task,
                 description=f"{stage}: batch {self._batch} took {float(event['seconds']):.3f} s",
             )
+        elif kind == "train_step":
+            took = f" ({float(event['seconds']):.3f} s)" if event.get("seconds") else ""
+            self.bar.update(
+                self.task, description=f"{stage}: optimizer step {event.get('step')}{took}"
+            )
 
 
 def position(details: dict[str, Any]) -> str:
@@ -164,6 +169,13 @@ def stage_line(m: Any) -> str:
     weights = " [yellow](random weights)[/yellow]" if m.model.random_weights else ""
     if m.patch.dirty:
         weights += f" [yellow](with uncommitted edits in {len(m.patch.edited)} file(s))[/yellow]"
+    if m.training is not None:
+        stopped = " (stopped after max steps)" if m.training.stopped else ""
+        unit = "optimizer" if m.training.steps_by == "optimizer" else "backward()"
+        return (
+            f"[green]✓ {m.stage}[/green]: {m.training.optimizer_steps} {unit} steps{stopped}, "
+            f"first {t.first_batch_s or 0:.3f} s{steady} on {m.device.kind}{weights}"
+        )
     return (
         f"[green]✓ {m.stage}[/green]: first batch {t.first_batch_s or 0:.3f} s{steady}, "
         f"{len(m.samples)} samples on {_where(m.device.kind)}{weights}"

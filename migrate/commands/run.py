@@ -11,6 +11,7 @@ from migrate.commands.options import (
     PassthroughCommand,
     ckpt_option,
     device_option,
+    max_steps_option,
     model_option,
     python_option,
     recipe_option,
@@ -45,6 +46,7 @@ from migrate.commands.output import StageProgress, print_report, raise_if_failed
 @click.option("--run-id", default=None, help="Name of the run folder [default: UTC time].")
 @repeat_option("2 on the CPU, else 1")
 @timeout_option
+@max_steps_option
 @runs_dir_option
 @python_option
 @click.pass_context
@@ -61,6 +63,7 @@ def run(
     run_id: str | None,
     repeat: int | None,
     timeout: float | None,
+    max_steps: int | None,
     runs_dir: Path | None,
     python: str | None,
 ) -> None:
@@ -87,7 +90,14 @@ def run(
         loaded.stage(through)
     ws = path_for(loaded, workspace)
     options = run_options(
-        ctx, device=device, model=model, ckpt=ckpt, timeout=timeout, repeat=repeat, python=python
+        ctx,
+        device=device,
+        model=model,
+        ckpt=ckpt,
+        timeout=timeout,
+        repeat=repeat,
+        python=python,
+        max_steps=max_steps,
     )
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:

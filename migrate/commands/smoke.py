@@ -11,6 +11,7 @@ from migrate.commands.options import (
     PassthroughCommand,
     ckpt_option,
     device_option,
+    max_steps_option,
     model_option,
     python_option,
     recipe_option,
@@ -32,6 +33,7 @@ from migrate.commands.output import StageProgress, raise_if_failed, report_resul
 @ckpt_option
 @repeat_option("1")
 @timeout_option
+@max_steps_option
 @runs_dir_option
 @python_option
 @click.option(
@@ -50,6 +52,7 @@ def smoke(
     ckpt: Path | None,
     repeat: int | None,
     timeout: float | None,
+    max_steps: int | None,
     runs_dir: Path | None,
     python: str | None,
     run_id: str | None,
@@ -75,7 +78,14 @@ def smoke(
     loaded = load_recipe(recipe)
     ws = path_for(loaded, workspace)
     options = run_options(
-        ctx, device=device, model=model, ckpt=ckpt, timeout=timeout, repeat=repeat, python=python
+        ctx,
+        device=device,
+        model=model,
+        ckpt=ckpt,
+        timeout=timeout,
+        repeat=repeat,
+        python=python,
+        max_steps=max_steps,
     )
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:

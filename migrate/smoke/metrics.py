@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from migrate.smoke.training import Training
+
 SCHEMA = 1
 METRICS_FILE = "metrics.json"
 ROUND_PREFIX = "round-"  # runs/<run>/<stage>/round-<k>/: rounds 2..N of `--repeat N`
@@ -100,6 +102,7 @@ class StageMetrics:
     key: str = ""  # options + patches digest: what --resume compares
     timing: Timing = field(default_factory=Timing)
     memory: Memory = field(default_factory=Memory)
+    training: Training | None = None  # a training smoke's optimizer steps (`[smoke] kind`)
     versions: dict[str, str] = field(default_factory=dict)
     samples: list[Artifact] = field(default_factory=list)
     grids: list[Artifact] = field(default_factory=list)
@@ -127,6 +130,7 @@ class StageMetrics:
             "patch": PatchInfo,
             "timing": Timing,
             "memory": Memory,
+            "training": Training,
         }
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}

@@ -35,6 +35,10 @@ from migrate.smoke.metrics import (
     timing_from_events,
 )
 from migrate.smoke.probe import EVENTS_ENV, TARGETS_ENV
+from migrate.smoke.training import PROBE_MODULE as TRAINING_PROBE
+from migrate.smoke.training import failure as training_failure
+from migrate.smoke.training import from_events as training_from_events
+from migrate.smoke.training_probe import MAX_STEPS_ENV
 
 PROBE_MODULE = "migrate.smoke.probe"
 EVENTS_FILE = "events.jsonl"
@@ -84,16 +88,20 @@ class SmokeRequest:
     patch: PatchInfo = field(default_factory=PatchInfo)
     key: str = ""
     python: str = sys.executable
+    max_steps: int | None = None  # training: --max-steps, else the recipe's
 
 
 def build_argv(req: SmokeRequest) -> list[str]:
-    """The script's arguments: recipe defaults, model size, model files, outdir, then `--` args."""
+    """The script's arguments: recipe defaults, model size, model files, outdir, then `--` args.
+
+    No output folder option when the recipe names none (a training script).
+    """
+    outdir = req.spec.outdir_option
     return [
         *req.spec.args,
         *(req.spec.model_args(req.model.size) if req.spec.models else []),
         *req.model_args,
-        req.spec.outdir_option,
-        str(req.stage_dir / OUT_DIR),
+        *([outdir, str(req.stage_dir / OUT_DIR)] if outdir else []),
         *req.extra_args,
     ]
 
@@ -103,6 +111,9 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     script = req.workspace / req.spec.script
     if not script.is_file():
         raise BadInput(f"{script}: the recipe's smoke script is not in the workspace")
+    workdir = req.workspace / req.spec.workdir
+    if not workdir.is_dir():
+        raise BadInput(f"{workdir}: the recipe's smoke workdir is not a folder of the workspace")
     stage_dir = req.stage_dir
     stage_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", EVENTS_FILE, "stdout.log", "stderr.log"):
@@ -122,15 +133,18 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         "step": req.spec.probe.step,
         "load": req.spec.probe.load,
     }
+    training = req.spec.training
+    max_steps = req.max_steps or req.spec.max_steps
     env = child_env(
         req.device,
         logs_dir,
         log_level=req.spec.log_level,
-        boot_modules=[PROBE_MODULE, *req.boot_modules],
+        boot_modules=[PROBE_MODULE, *([TRAINING_PROBE] if training else []), *req.boot_modules],
         extra={
             **req.model_env,
             EVENTS_ENV: str(events_path),
             TARGETS_ENV: json.dumps(probe_targets),
+            **({MAX_STEPS_ENV: str(max_steps)} if training and max_steps else {}),
         },
     )
     # The upstream's packages (ldm, ...) import from the workspace, as after `pip install -e .`
@@ -141,7 +155,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         spawned = time.time()
         child = subprocess.Popen(
             [req.python, str(script), *argv],
-            cwd=req.workspace,
+            cwd=workdir,
             env=env,
             stdout=out,
             stderr=err,
@@ -162,6 +176,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     grids = _artifacts(stage_dir, out_dir.glob(req.spec.grid))
     end = next((e for e in reversed(events) if e.get("event") == "end"), {})
     stderr_tail = _tail(stage_dir / "stderr.log")
+    trained = training_from_events(events) if training else None
 
     status, reason = "ok", None
     if timed_out:
@@ -169,8 +184,18 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     elif returncode != 0:
         last = stderr_tail.strip().splitlines()[-1:] or [""]
         status, reason = "failed", f"exit code {returncode}: {last[0][:300]}".rstrip(": ")
+    elif trained is not None:
+        why = training_failure(trained)
+        if why is not None:
+            status, reason = "failed", why
     elif not samples:
         status, reason = "failed", f"no samples matched {req.spec.samples!r} in {out_dir}"
+    timing = timing_from_events(events, spawned, exited, len(samples))
+    if trained is not None:  # a training smoke's "batches" are its optimizer steps
+        timing = replace(timing, batch_s=list(trained.step_s), steps=trained.optimizer_steps)
+        timing.first_batch_s = trained.step_s[0] if trained.step_s else None
+        steady = trained.step_s[1:]
+        timing.steady_batch_s = sum(steady) / len(steady) if steady else None
 
     metrics = StageMetrics(
         run_id=req.run_id,
@@ -192,7 +217,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         argv=[req.spec.script, *argv],
         key=req.key,
         timing=replace(
-            timing_from_events(events, spawned, exited, len(samples)),
+            timing,
             load_start=load_start,
             load_end=load_end,
             cpus=os.cpu_count(),
@@ -202,6 +227,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         lazy=end.get("lazy") if isinstance(end.get("lazy"), dict) else None,
         samples=samples,
         grids=grids,
+        training=trained,
         started=started,
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
