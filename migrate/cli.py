@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "smoke": "migrate.commands.smoke:smoke",
     "compare": "migrate.commands.compare:compare",
     "run": "migrate.commands.run:run",
+    "matrix": "migrate.commands.matrix:matrix",
     "checkpoint": "migrate.commands.checkpoint:checkpoint",
     "constraints": "migrate.commands.constraints:constraints",
     "doctor": "migrate.commands.doctor:doctor",
