@@ -61,6 +61,7 @@ def unpack(data: bytes, run_dir: Path, log: Path | None = None) -> None:
     """
     if not data:
         return
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=run_dir.parent))
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:

@@ -184,9 +184,11 @@ def _value(table: MatrixTable, where: str, option: str, value: Any, base: Path) 
 def _is_path(key: str, value: str) -> bool:
     if "://" in value or value.startswith("git@"):
         return False  # a URL (a --source may be one)
-    if key == "recipe":
+    if key == "recipe":  # else a recipe's name
         return value.endswith(".toml") or "/" in value
-    return "/" in value or value.startswith("~")
+    if key == "python":  # else a name looked up on PATH
+        return "/" in value or value.startswith("~")
+    return True
 
 
 def _options(table: MatrixTable, base: Path) -> tuple[dict[str, Any], list[str]]:
@@ -254,7 +256,7 @@ def _excludes(top: MatrixTable, axes: dict[str, list[AxisValue]]) -> list[dict[s
 
 def _slug(label: str) -> str:
     stem = Path(label).stem if label.endswith(".toml") else Path(label).name or label
-    return re.sub(r"[^A-Za-z0-9.]+", "_", stem).strip("._") or "x"
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", stem).strip("._-") or "x"
 
 
 def _cell_id(combo: tuple[AxisValue, ...]) -> str:
