@@ -312,3 +312,26 @@ def test_report_rows_failures_and_counts() -> None:
     assert "<td>Error: Invalid value for &#x27;--device&#x27;</td>" in report.render_html(doc)
     compact_headers, compact = report.table_rows(doc, compact=True)
     assert "recipe" not in compact_headers and compact[0][-1] == "ok 0.500 s ▲ 1.50x"
+
+
+def test_tested_configs_is_a_matrix_of_one_axis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parent.parent / "benchmarks" / "tested_configs.py"
+    spec = importlib.util.spec_from_file_location("tested_configs", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "tested_configs", bench)  # its dataclasses look it up
+    spec.loader.exec_module(bench)
+    configs = [bench.CONFIGS["seed"], bench.CONFIGS["today"]]
+    pythons = {c.name: tmp_path / f"tested-{c.name}" / "bin" / "python" for c in configs}
+    m = load_matrix(write(tmp_path, bench.matrix_file(configs, pythons, "/mirror")))
+    assert [c.id for c in m.cells] == ["seed", "today"]
+    assert m.cells[0].command() == (
+        "migrate run --recipe stable-diffusion --device cpu --source /mirror "
+        f"--python {pythons['seed']}"
+    )
+    assert m.cells[1].env["OMP_NUM_THREADS"]
