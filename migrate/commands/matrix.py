@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
-from migrate.commands.output import wrote
+if TYPE_CHECKING:  # rich is imported when the command runs: `migrate --help` stays light
+    from rich.console import Console
 
 
 @click.command()
@@ -75,6 +74,9 @@ def matrix(
       migrate matrix matrix.toml --out runs/m1 --resume       # after an interruption
       migrate matrix matrix.toml --executor ray --address auto
     """
+    from rich.console import Console
+
+    from migrate.commands.output import wrote
     from migrate.errors import BadInput, MigrateError
     from migrate.matrix import report
     from migrate.matrix.runner import run_matrix
@@ -135,6 +137,8 @@ class CellProgress:
         self.bar.__exit__(*exc)
 
     def __call__(self, what: str, details: dict[str, Any]) -> None:
+        from rich.markup import escape
+
         cell = details["cell"]
         where = escape(f"[{details['number']}/{details['total']}]")
         name = escape(cell.id)
