@@ -138,20 +138,29 @@ def test_killed_cell_is_retried_once_reported_then_finished_by_a_rerun(
 
 def test_ray_matrix_brings_results_back(toy_source: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'migrate[ray]')")
-    path = matrix_file(tmp_path, toy_source, 'through = ["compat", "minimal"]\ndevice = ["cpu"]')
+    path = matrix_file(
+        tmp_path, toy_source, 'through = ["compat", "minimal"]\ndevice = ["cpu", "hpu"]'
+    )
     out = tmp_path / "out"
     done = migrate("matrix", str(path), "--out", str(out), "--executor", "ray", "--jobs", "2")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr
     assert "executor ray (started here, 2 CPUs)" in done.stderr
+    assert "toy-compat-cpu: submitted" in done.stderr
     got = cells(out)
     assert {k: v["status"] for k, v in got.items()} == {
         "toy-compat-cpu": "ok",
+        "toy-compat-hpu": "error",
         "toy-minimal-cpu": "ok",
+        "toy-minimal-hpu": "error",
     }
+    # A card no node has: reported at once, not left waiting in Ray's queue.
+    assert got["toy-compat-hpu"]["reason"] == (
+        "--device hpu needs a HPU and no node of the Ray started here has one"
+    )
     for name, stages in (("toy-compat-cpu", 1), ("toy-minimal-cpu", 2)):
         # The run folder came back from the task's scratch folder, whole.
         report = json.loads((out / "runs" / name / "report.json").read_text())
         assert len(report["stages"]) == stages == len(got[name]["stages"])
         assert (out / "runs" / name / "compat" / "metrics.json").is_file()
         assert "$ " in (out / "logs" / f"{name}.log").read_text()
-        assert not (out / "workspaces").exists()  # workspaces stayed on the node
+    assert not (out / "workspaces").exists()  # workspaces stayed on the node

@@ -144,7 +144,8 @@ class CellProgress:
         name = escape(cell.id)
         if what == "start":
             again = f" (attempt {details['attempt']})" if details["attempt"] > 1 else ""
-            self.console.print(f"{where} {name}: started{again}", soft_wrap=True)
+            verb = "submitted" if details.get("queued") else "started"
+            self.console.print(f"{where} {name}: {verb}{again}", soft_wrap=True)
             return
         if not details.get("retry"):
             self.bar.advance(self.task)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.errors import BadInput
-from migrate.matrix.cell import LOST, CellOutcome, CellTask, run_cell
+from migrate.matrix.cell import ERROR, LOST, CellOutcome, CellTask, run_cell
 from migrate.matrix.spec import ACCELERATORS
 
 LOG_NAME = "cell.log"
@@ -137,6 +137,18 @@ class RayExecutor:
             # A Ray for this run only: as many CPU slots as --jobs, no dashboard.
             ray.init(num_cpus=self.jobs, include_dashboard=False, log_to_driver=False)
 
+    def _missing(self, task: CellTask) -> str | None:
+        """Why no node of the cluster can run the cell (a card it does not have), or None."""
+        wanted = resources(task)
+        name = "GPU" if "num_gpus" in wanted else next(iter(wanted.get("resources", {})), None)
+        if name is None:
+            return None
+        have = self.ray.cluster_resources()
+        if have.get(name, 0) >= 1:
+            return None
+        where = self.address or "the Ray started here"
+        return f"--device {task.cell.device} needs a {name} and no node of {where} has one"
+
     def execute(
         self,
         tasks: list[CellTask],
@@ -152,6 +164,12 @@ class RayExecutor:
         remote = ray.remote(max_retries=0)(remote_cell)
 
         def submit(task: CellTask) -> None:
+            missing = self._missing(task)
+            if missing:  # Ray would wait forever for a resource no node has
+                again = done(task, CellOutcome(ERROR, None, missing, 0.0, "-"))
+                if again is not None:
+                    submit(again)
+                return
             previous = pack(task.run_dir) if task.resume else b""
             ref = remote.options(**resources(task)).remote(task, previous)
             pending[ref] = task

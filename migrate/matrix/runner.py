@@ -193,7 +193,11 @@ def run_matrix(
     save()
 
     def started(task: CellTask) -> None:
-        details = {"cell": records[task.cell.id], "attempt": task.attempt}
+        details = {
+            "cell": records[task.cell.id],
+            "attempt": task.attempt,
+            "queued": executor.name != "local",  # a cluster starts it when it has room
+        }
         say("start", {**details, "number": index[task.cell.id], "total": total})
 
     def done(task: CellTask, result: CellOutcome) -> CellTask | None:
