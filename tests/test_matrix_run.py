@@ -136,6 +136,69 @@ def test_killed_cell_is_retried_once_reported_then_finished_by_a_rerun(
     assert json.loads((out / "runs" / "toy-compat" / "report.json").read_text())["stages"]
 
 
+def _pids_of(marker: str) -> list[int]:
+    """Processes whose command line holds `marker` (the cell's own `migrate run`)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if marker in cmdline and "migrate run" in cmdline.replace("-m migrate run", "migrate run"):
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the cell's process")
+@pytest.mark.parametrize("when", ["at-once", "after-compat"])
+def test_cell_killed_from_outside_is_retried(toy_source: Path, tmp_path: Path, when: str) -> None:
+    """Killed at once (no run folder yet: a fresh second attempt), or once `compat` is done
+    (the second attempt continues the run with --resume and does not run `compat` again)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = matrix_file(tmp_path, toy_source, 'through = ["minimal"]')
+    out = tmp_path / "out"
+    matrix = subprocess.Popen(
+        [sys.executable, "-m", "migrate", "matrix", str(path), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    marker = f"--runs-dir {out / 'runs'} --run-id toy-minimal"
+    deadline = time.monotonic() + 300
+    pids: list[int] = []
+    done_compat = out / "runs" / "toy-minimal" / "compat" / "metrics.json"
+    while not pids and matrix.poll() is None and time.monotonic() < deadline:
+        if when == "at-once" or done_compat.is_file():
+            pids = _pids_of(marker)
+        time.sleep(0.05)
+    assert pids, "the cell's migrate run never started"
+    for pid in pids:  # as the OOM killer would
+        os.kill(pid, signal.SIGKILL)
+    _, stderr = matrix.communicate(timeout=600)
+    assert matrix.returncode == 0, stderr
+    assert "✗ toy-minimal: lost" in stderr and "killed by signal 9 SIGKILL, retrying once" in stderr
+    cell = cells(out)["toy-minimal"]
+    assert cell["status"] == "ok" and cell["attempts"] == 2
+    commands = [
+        line for line in (out / "logs" / "toy-minimal.log").read_text().splitlines()
+        if line.startswith("$ ")
+    ]  # fmt: skip
+    assert len(commands) == 2 and "--resume" not in commands[0]
+    log = (out / "logs" / "toy-minimal.log").read_text()
+    if when == "after-compat":
+        assert "--resume" in commands[1] and "compat: same patches and options" in log
+    else:
+        assert "--resume" not in commands[1]
+    report = json.loads((out / "runs" / "toy-minimal" / "report.json").read_text())
+    assert [s["status"] for s in report["stages"]] == ["ok", "ok"]
+
+
 def test_ray_matrix_brings_results_back(toy_source: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'migrate[ray]')")
     path = matrix_file(

@@ -23,6 +23,7 @@ from pathlib import Path
 from migrate.matrix.spec import Cell
 
 REPORT = "report.json"
+RUN_FILE = "run.json"  # what `migrate run --resume` needs in a run folder (migrate.pipeline)
 POLL_S = 0.5
 STOP_GRACE_S = 10.0
 # What a cell's status means. Only a cell that ended without a report is retried: a report
@@ -49,8 +50,8 @@ class CellTask:
         return self.runs_dir / self.cell.id
 
     def retry(self) -> CellTask:
-        """The second attempt: continue the run folder the first one left (`--resume`)."""
-        return replace(self, resume=True, attempt=self.attempt + 1)
+        """The next attempt: continues the run folder the last one left (`--resume`), if any."""
+        return replace(self, resume=can_resume(self.run_dir), attempt=self.attempt + 1)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,26 @@ class CellOutcome:
     seconds: float
     node: str
     retryable: bool = False
+
+
+def can_resume(run_dir: Path) -> bool:
+    """Whether `migrate run --resume` can continue `run_dir` (it has its run.json).
+
+    A folder that a killed run left before writing run.json can neither be resumed nor be
+    taken by a new run of that id: an empty one is removed, anything else is kept, renamed
+    `<id>.incomplete-<n>`.
+    """
+    if (run_dir / RUN_FILE).is_file():
+        return True
+    if run_dir.is_dir():
+        try:
+            run_dir.rmdir()
+        except OSError:
+            n = 1
+            while run_dir.with_name(f"{run_dir.name}.incomplete-{n}").exists():
+                n += 1
+            run_dir.rename(run_dir.with_name(f"{run_dir.name}.incomplete-{n}"))
+    return False
 
 
 def argv(task: CellTask) -> list[str]:
@@ -108,6 +129,9 @@ def run_cell(task: CellTask, cancel: threading.Event | None = None) -> CellOutco
         except BaseException:
             _stop(child)
             raise
+    # A `migrate run` that was killed leaves its script running in the group: end it, so that
+    # a retry never shares the run folder with it.
+    _kill_group(child.pid)
     seconds = time.monotonic() - started
     return outcome(task, child.returncode, seconds, stopped, since=wall_start, offset=offset)
 
@@ -124,6 +148,13 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def outcome(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from migrate.errors import BadInput, MigrateError
-from migrate.matrix.cell import OK, REPORT, CellOutcome, CellTask
+from migrate.matrix.cell import OK, REPORT, CellOutcome, CellTask, can_resume
 from migrate.matrix.spec import Cell, Matrix
 
 MATRIX_FILE = "matrix.json"
@@ -176,7 +176,7 @@ def run_matrix(
                 workspace=out / "workspaces" / cell.id,
                 log=out / record.log,
                 cwd=cwd,
-                resume=(out / record.run_dir).is_dir(),
+                resume=can_resume(out / record.run_dir),
                 timeout=matrix.cell_timeout,
             )
         )
