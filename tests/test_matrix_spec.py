@@ -5,6 +5,7 @@ No torch and no child process: these run everywhere (the 3.10 CI venv included).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import signal
 import tarfile
@@ -141,7 +142,7 @@ def task(tmp_path: Path) -> cellmod.CellTask:
 
 def test_argv_gives_each_cell_its_own_folders(tmp_path: Path) -> None:
     t = task(tmp_path)
-    args = cellmod.argv(t.retry())
+    args = cellmod.argv(dataclasses.replace(t, resume=True))
     assert args[1:4] == ["-m", "migrate", "run"]
     assert args[4:] == ["--device", "cpu", "--workspace", str(tmp_path / "ws")] + [
         "--runs-dir",
@@ -222,6 +223,8 @@ def test_local_retries_what_done_returns(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(local, "run_cell", fake_run)
     t = cellmod.CellTask(m.cells[0], tmp_path, tmp_path, tmp_path / "l", tmp_path)
+    t.run_dir.mkdir()
+    (t.run_dir / "run.json").write_text("{}")  # the first attempt got as far as run.json
     local.LocalExecutor().execute(
         [t], lambda t: None, lambda t, o: t.retry() if t.attempt < 2 else None
     )
@@ -335,3 +338,18 @@ def test_tested_configs_is_a_matrix_of_one_axis(
         f"--python {pythons['seed']}"
     )
     assert m.cells[1].env["OMP_NUM_THREADS"]
+
+
+def test_can_resume_only_a_run_folder_with_run_json(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "c"
+    assert not cellmod.can_resume(run)  # nothing there
+    run.mkdir(parents=True)
+    assert not cellmod.can_resume(run) and not run.exists()  # empty: removed
+    (run / "compat").mkdir(parents=True)
+    (run / "compat" / "stdout.log").write_text("partial")
+    assert not cellmod.can_resume(run) and not run.exists()
+    kept = tmp_path / "runs" / "c.incomplete-1" / "compat" / "stdout.log"
+    assert kept.read_text() == "partial"  # a killed run's output is kept, renamed
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    assert cellmod.can_resume(run)
