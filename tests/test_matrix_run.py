@@ -227,3 +227,38 @@ def test_ray_matrix_brings_results_back(toy_source: Path, tmp_path: Path) -> Non
         assert (out / "runs" / name / "compat" / "metrics.json").is_file()
         assert "$ " in (out / "logs" / f"{name}.log").read_text()
     assert not (out / "workspaces").exists()  # workspaces stayed on the node
+
+
+def test_interrupted_matrix_stops_its_cells_and_resumes(toy_source: Path, tmp_path: Path) -> None:
+    """Ctrl-C: the running cell is stopped (no `migrate run` left behind), matrix.json keeps
+    the cells that ended, and --resume runs only the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = matrix_file(tmp_path, toy_source, 'through = ["compat", "minimal"]')
+    out = tmp_path / "out"
+    matrix = subprocess.Popen(
+        [sys.executable, "-m", "migrate", "matrix", str(path), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    marker = f"--runs-dir {out / 'runs'} --run-id toy-minimal"
+    deadline = time.monotonic() + 300
+    while not _pids_of(marker) and matrix.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the second cell has started: the first one has ended
+    matrix.send_signal(signal.SIGINT)
+    _, stderr = matrix.communicate(timeout=120)
+    assert matrix.returncode == 130, stderr
+    assert "interrupted" in stderr and not _pids_of(marker)
+    got = cells(out)
+    assert got["toy-compat"]["status"] == "ok" and got["toy-minimal"]["status"] == "pending"
+
+    resumed = migrate("matrix", str(path), "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "toy-compat: done before with the same inputs, skipped" in resumed.stderr
+    assert cells(out)["toy-minimal"]["status"] == "ok"
