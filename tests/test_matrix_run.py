@@ -220,10 +220,23 @@ def test_ray_matrix_brings_results_back(toy_source: Path, tmp_path: Path) -> Non
     assert got["toy-compat-hpu"]["reason"] == (
         "--device hpu needs a HPU and no node of the Ray started here has one"
     )
+    # Torch's threads are what a run typed here gets, not Ray's one per task.
+    import os
+    import subprocess
+    import sys
+
+    threads = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ),
+    ).stdout.strip()
     for name, stages in (("toy-compat-cpu", 1), ("toy-minimal-cpu", 2)):
         # The run folder came back from the task's scratch folder, whole.
         report = json.loads((out / "runs" / name / "report.json").read_text())
         assert len(report["stages"]) == stages == len(got[name]["stages"])
+        assert report["stages"][0]["metrics"]["device"]["threads"] == int(threads)
         assert (out / "runs" / name / "compat" / "metrics.json").is_file()
         assert "$ " in (out / "logs" / f"{name}.log").read_text()
     assert not (out / "workspaces").exists()  # workspaces stayed on the node
@@ -262,3 +275,46 @@ def test_interrupted_matrix_stops_its_cells_and_resumes(toy_source: Path, tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     assert "toy-compat: done before with the same inputs, skipped" in resumed.stderr
     assert cells(out)["toy-minimal"]["status"] == "ok"
+
+
+def test_ray_matrix_on_an_existing_cluster(toy_source: Path, tmp_path: Path) -> None:
+    """--address: a Ray this test starts in a child process (token auth off, as a cluster
+    reached without a token would be); the matrix connects, runs and leaves it running."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'migrate[ray]')")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    head_script = (
+        "import sys, ray\n"
+        "ctx = ray.init(num_cpus=1, include_dashboard=False)\n"
+        "print(ctx.address_info['gcs_address'], flush=True)\n"
+        "sys.stdin.read()\n"
+        "ray.shutdown()\n"
+    )
+    head = subprocess.Popen(
+        [sys.executable, "-c", head_script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        address = head.stdout.readline().strip() if head.stdout else ""
+        assert address, "the test's Ray head did not start"
+        path = matrix_file(tmp_path, toy_source, 'through = ["compat"]')
+        out = tmp_path / "out"
+        done = migrate(
+            "matrix", str(path), "--out", str(out), "--executor", "ray", "--address", address,
+            env={"RAY_AUTH_MODE": "disabled"},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"executor ray at {address}" in done.stderr
+        assert cells(out)["toy-compat"]["status"] == "ok"
+        assert head.poll() is None  # the cluster is not the matrix's to stop
+    finally:
+        if head.stdin:
+            head.stdin.close()
+        head.wait(timeout=120)

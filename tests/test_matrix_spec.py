@@ -353,3 +353,20 @@ def test_can_resume_only_a_run_folder_with_run_json(tmp_path: Path) -> None:
     run.mkdir()
     (run / "run.json").write_text("{}")
     assert cellmod.can_resume(run)
+
+
+def test_ray_tasks_keep_the_thread_settings_of_a_run_typed_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrate.matrix.raycluster import as_typed_here
+
+    m = load_matrix(
+        write(tmp_path, "[axes]\nt = [{name = 'a'}, {name = 'b', env = {OMP_NUM_THREADS = '3'}}]\n")
+    )
+    a, b = (cellmod.CellTask(c, tmp_path, tmp_path, tmp_path, tmp_path) for c in m.cells)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert as_typed_here(a).unset_env == ("OMP_NUM_THREADS",)  # Ray's 1 must not leak in
+    assert as_typed_here(b).cell.env["OMP_NUM_THREADS"] == "3"  # the matrix's own choice
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    typed = as_typed_here(a)
+    assert typed.cell.env["OMP_NUM_THREADS"] == "2" and typed.unset_env == ()

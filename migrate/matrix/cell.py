@@ -44,6 +44,7 @@ class CellTask:
     resume: bool = False
     timeout: float | None = None
     attempt: int = 1
+    unset_env: tuple[str, ...] = ()  # variables the child must not inherit (see raycluster)
 
     @property
     def run_dir(self) -> Path:
@@ -99,6 +100,8 @@ def run_cell(task: CellTask, cancel: threading.Event | None = None) -> CellOutco
     task.runs_dir.mkdir(parents=True, exist_ok=True)
     # One line per error, never wrapped: the cell's reason is read back from this log.
     env = {**os.environ, "COLUMNS": "400", **task.cell.env}
+    for name in task.unset_env:
+        env.pop(name, None)
     cwd = task.cwd if task.cwd.is_dir() else task.runs_dir
     started = time.monotonic()
     wall_start = time.time()

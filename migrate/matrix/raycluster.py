@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from migrate.errors import BadInput
+from migrate.errors import BadInput, MigrateError
 from migrate.matrix.cell import ERROR, LOST, CellOutcome, CellTask, run_cell
 from migrate.matrix.spec import ACCELERATORS
 
@@ -106,6 +106,25 @@ def remote_cell(task: CellTask, previous: bytes) -> tuple[CellOutcome, bytes]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+# Ray sets these in a task's worker to the CPUs it asked for (1); a cell's script must see what
+# it would see when typed by hand here, so the driver's values (or their absence) go along.
+RAY_THREAD_VARS = ("OMP_NUM_THREADS",)
+
+
+def as_typed_here(task: CellTask) -> CellTask:
+    """The task with this process's thread settings, not the ones Ray gives its workers."""
+    env = dict(task.cell.env)
+    unset = []
+    for name in RAY_THREAD_VARS:
+        if name in env:
+            continue
+        if name in os.environ:
+            env[name] = os.environ[name]
+        else:
+            unset.append(name)
+    return replace(task, cell=replace(task.cell, env=env), unset_env=tuple(unset))
+
+
 def resources(task: CellTask) -> dict[str, Any]:
     """The Ray options of a cell's task: a card for hpu/cuda, else one CPU."""
     kind = ACCELERATORS.get(task.cell.device)
@@ -131,11 +150,19 @@ class RayExecutor:
 
     def _start(self) -> None:
         ray = self.ray
-        if self.address:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
-        else:
-            # A Ray for this run only: as many CPU slots as --jobs, no dashboard.
-            ray.init(num_cpus=self.jobs, include_dashboard=False, log_to_driver=False)
+        try:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                # A Ray for this run only: as many CPU slots as --jobs, no dashboard.
+                ray.init(num_cpus=self.jobs, include_dashboard=False, log_to_driver=False)
+        except Exception as exc:  # Ray's own errors (connection, auth, start-up): one line
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            cause = exc.__cause__
+            if cause is not None and str(cause).strip():  # its last line says what went wrong
+                first += f" ({str(cause).strip().splitlines()[-1].strip()})"
+            raise MigrateError(f"cannot start or reach {where}: {first}") from exc
 
     def _missing(self, task: CellTask) -> str | None:
         """Why no node of the cluster can run the cell (a card it does not have), or None."""
@@ -171,7 +198,7 @@ class RayExecutor:
                     submit(again)
                 return
             previous = pack(task.run_dir) if task.resume else b""
-            ref = remote.options(**resources(task)).remote(task, previous)
+            ref = remote.options(**resources(task)).remote(as_typed_here(task), previous)
             pending[ref] = task
             submitted[task.cell.id] = time.monotonic()
             started(task)
