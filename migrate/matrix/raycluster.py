@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.errors import BadInput, MigrateError
-from migrate.matrix.cell import ERROR, LOST, CellOutcome, CellTask, run_cell
+from migrate.matrix.cell import ERROR, LOST, STOP_GRACE_S, CellOutcome, CellTask, run_cell
 from migrate.matrix.spec import ACCELERATORS
 
 LOG_NAME = "cell.log"
@@ -222,8 +222,12 @@ class RayExecutor:
                     if again is not None:
                         submit(again)
         except BaseException:
+            # Interrupted: a KeyboardInterrupt in each running task (not a kill), so that
+            # run_cell stops its `migrate run` and the script under it; then a grace period.
             for ref in pending:
-                ray.cancel(ref, force=True)
+                ray.cancel(ref, force=False)
+            if pending:
+                ray.wait(list(pending), num_returns=len(pending), timeout=STOP_GRACE_S + 5)
             raise
         finally:
             ray.shutdown()
