@@ -138,9 +138,16 @@ def parse_matrix(data: Any, path: Path) -> Matrix:
         axes[name] = _axis(axes_table, name, base)
     run_table = top.sub("run")
     run_options, run_args = _options(run_table, base)
+    # An option is set in one place: which value a cell got must not depend on key order.
+    setters: dict[str, str] = {}
+    for name, values in axes.items():
+        for key in {k for v in values for k in v.options}:
+            if key in setters:
+                raise axes_table.fail(name, f"sets --{key}, as axis {setters[key]} does")
+            setters[key] = name
     for key in run_options:
-        if key in axes:
-            raise run_table.fail(key, "also an axis: set it in [axes] or in [run], not both")
+        if key in setters:
+            raise run_table.fail(key, f"also set by axis {setters[key]}: set it in one place")
     env = _env(top, "env")
     excludes = _excludes(top, axes)
     timeout = top.positive("cell_timeout", "seconds")
