@@ -70,6 +70,8 @@ def test_cells_are_the_product_less_the_excluded(tmp_path: Path) -> None:
 
 
 def test_table_values_bundle_options_env_and_args(tmp_path: Path) -> None:
+    (tmp_path / "venvs" / "seed" / "bin").mkdir(parents=True)
+    (tmp_path / "venvs" / "seed" / "bin" / "python").symlink_to("/usr/bin/env")
     m = load_matrix(
         write(
             tmp_path,
@@ -82,6 +84,8 @@ device = ["hpu", "cuda"]
         )
     )
     seed, today = m.cells[0], m.cells[2]
+    # A venv's python is a link to its base interpreter: the link's path is kept.
+    assert seed.options["python"] == str(tmp_path / "venvs" / "seed" / "bin" / "python")
     assert seed.id == "seed-hpu" and seed.axes == {"env": "seed", "device": "hpu"}
     assert seed.options["python"] == str(tmp_path / "venvs/seed/bin/python")
     assert seed.env == {"A": "1"} and seed.args == ["--x"] and seed.accelerator

@@ -23,6 +23,7 @@ fails in that cell, with `migrate run`'s own message. Relative paths (`source`, 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -183,7 +184,9 @@ def _value(table: MatrixTable, where: str, option: str, value: Any, base: Path) 
     """An option's value: a string, number or boolean; relative paths made absolute."""
     if isinstance(value, bool | int | float) or (isinstance(value, str) and value.strip()):
         if isinstance(value, str) and option in PATH_OPTIONS and _is_path(option, value):
-            return str((base / Path(value).expanduser()).resolve())
+            # Absolute, but links kept: a venv's bin/python is a link to the interpreter it
+            # was made from, and only the link's path gives the venv's packages.
+            return os.path.abspath(base / Path(value).expanduser())
         return value
     raise table.fail(where, f"must be a string, number or boolean, got {value!r}")
 
