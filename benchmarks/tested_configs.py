@@ -1,15 +1,18 @@
-"""The tested configurations: build a venv per configuration, run `migrate run` on the real
-upstream in it, and say whether every stage passed with byte-identical samples.
+"""The tested configurations: build a venv per configuration, then run them all as one
+`migrate matrix` on the real upstream, and say whether every stage passed with byte-identical
+samples.
 
 Each configuration is a Python and a preinstalled torch (standing in for a Gaudi image's own
 build); the `sd` packages are then installed with the README's line (pip constraints made from
 what is installed, `migrate.env.constraints`), so the versions pip picks are the ones a user
-gets. Per configuration it prints `migrate doctor`, each stage's status and
-sample hashes, and one row for the README's tested-configurations table. It makes no speed
+gets. The matrix has one axis, a cell per configuration (`migrate run --device cpu --python
+<venv>/bin/python`); its file is written beside the results. Per configuration it prints
+`migrate doctor`, each stage's status and sample hashes, and one row for the README's
+tested-configurations table. It makes no speed
 claim (CPU runs on a shared machine): the result is pass/fail and sample identity.
 
     MIGRATE_SOURCE=/path/to/stable-diffusion-mirror python benchmarks/tested_configs.py
-    python benchmarks/tested_configs.py --config seed --source /path/to/mirror --reuse
+    python benchmarks/tested_configs.py --config seed --source /path/to/mirror --reuse --jobs 2
 
 Too heavy for CI (each venv is several GB, the seed's torch is downloaded): run it by hand when
 a configuration changes, and paste its rows into the README.
@@ -25,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -144,46 +146,43 @@ def install_migrate(config: Config, python: Path) -> None:
         )
 
 
-def stage_results(run_dir: Path) -> list[dict]:
-    report = json.loads((run_dir / "report.json").read_text())
-    return [s["metrics"] for s in report["stages"]]
+def matrix_file(configs: list[Config], pythons: dict[str, Path], source: str) -> str:
+    """The tested configurations as a `migrate matrix` file: one axis, a cell per venv.
 
-
-def row(config: Config, python: Path, work: Path, source: str, show: bool) -> dict:
-    """Doctor, then `migrate run` in the venv; returns what the table needs."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")  # PNG bytes depend on it on CPU
-    say(f"\n## {config.name}: {config.note}")
-    doctor = run([str(python), "-m", "migrate", "doctor"], env=env, cwd=work, show=True)
-    say(f"doctor exit code: {doctor.returncode}")
-    started = time.perf_counter()
-    done = run(
-        [
-            str(python),
-            "-m",
-            "migrate",
-            "run",
-            "--source",
-            source,
-            "--device",
-            "cpu",
-            "--workspace",
-            str(work / "ws"),
-            "--runs-dir",
-            str(work / "runs"),
-            "--run-id",
-            config.name,
-        ],
-        env=env,
-        cwd=work,
-        show=show,
+    Each cell is `migrate run --device cpu --python <venv>/bin/python --source ...`: migrate
+    runs here, the upstream's script in the configuration's venv (its torch and packages).
+    """
+    values = ",\n  ".join(
+        f"{{name = {json.dumps(c.name)}, python = {json.dumps(str(pythons[c.name]))}}}"
+        for c in configs
     )
-    wall = time.perf_counter() - started
-    run_dir = work / "runs" / config.name
-    stages = stage_results(run_dir) if (run_dir / "report.json").is_file() else []
-    if not show and done.returncode != 0:
-        say("\n".join(((done.stdout or "") + (done.stderr or "")).splitlines()[-20:]))
-    say(f"migrate run exit code: {done.returncode} ({wall:.0f} s wall)")
+    return (
+        "# Written by benchmarks/tested_configs.py: one cell per tested configuration.\n"
+        f"[axes]\nconfig = [\n  {values},\n]\n"
+        f'[run]\nrecipe = "stable-diffusion"\ndevice = "cpu"\nsource = {json.dumps(source)}\n'
+        # PNG bytes depend on the thread count on the CPU.
+        f'[env]\nOMP_NUM_THREADS = "{os.environ.get("OMP_NUM_THREADS", "2")}"\n'
+    )
+
+
+def doctor(config: Config, python: Path, work: Path) -> int:
+    """`migrate doctor` in the configuration's venv (what a user of that image would see)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    say(f"\n## {config.name}: {config.note}")
+    done = run([str(python), "-m", "migrate", "doctor"], env=env, cwd=work, show=True)
+    say(f"doctor exit code: {done.returncode}")
+    return done.returncode
+
+
+def row(config: Config, cell: dict, out: Path, doctor_exit: int) -> dict:
+    """One configuration's cell of the matrix: what the table needs, from its report.json."""
+    report = out / cell["run_dir"] / "report.json"
+    stages = (
+        [s["metrics"] for s in json.loads(report.read_text())["stages"]] if report.is_file() else []
+    )
+    say(f"\n## {config.name}: matrix cell {cell['status']} ({cell.get('seconds') or 0:.0f} s)")
+    if cell.get("reason"):
+        say(f"  {cell['reason']}")
     hashes = {}
     for metrics in stages:
         shas = [s["sha256"] for s in metrics.get("samples", [])]
@@ -195,7 +194,7 @@ def row(config: Config, python: Path, work: Path, source: str, show: bool) -> di
     distinct = {tuple(h) for h in hashes.values()}
     identical = len(distinct) == 1 and bool(next(iter(distinct)))
     versions = stages[0]["versions"] if stages else {}
-    passed = done.returncode == 0 and len(stages) > 0 and all(s["status"] == "ok" for s in stages)
+    passed = cell["status"] == "ok" and bool(stages) and all(s["status"] == "ok" for s in stages)
     say(f"samples byte-identical across the {len(hashes)} stages: {'yes' if identical else 'NO'}")
     return {
         "config": config.name,
@@ -204,7 +203,7 @@ def row(config: Config, python: Path, work: Path, source: str, show: bool) -> di
         "stages": {s["stage"]: s["status"] for s in stages},
         "identical": identical,
         "passed": passed,
-        "doctor_exit": doctor.returncode,
+        "doctor_exit": doctor_exit,
     }
 
 
@@ -253,7 +252,10 @@ def main() -> None:
     )
     parser.add_argument("--python-3.10", dest="py310", default="3.10")
     parser.add_argument("--python-3.11", dest="py311", default="3.11")
-    parser.add_argument("--quiet", action="store_true", help="do not show migrate run's output")
+    parser.add_argument("--quiet", action="store_true", help="do not show migrate's output")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="configurations run at once (migrate matrix --jobs)"
+    )
     args = parser.parse_args()
     if not args.source:
         sys.exit("give the upstream mirror: --source PATH or MIGRATE_SOURCE")
@@ -262,15 +264,31 @@ def main() -> None:
     work_root = args.work or Path(tempfile.mkdtemp(prefix="tested-configs-"))
     rows = []
     try:
-        for name in names:
-            config = CONFIGS[name]
+        configs = [CONFIGS[name] for name in names]
+        pythons, doctors = {}, {}
+        for config in configs:
             python = interpreter(args.py310 if config.python == "3.10" else args.py311)
             venv = build_venv(config, args.venvs, python, args.reuse)
-            work = work_root / name
-            if work.exists():
-                shutil.rmtree(work)
-            work.mkdir(parents=True)
-            rows.append(row(config, venv / "bin" / "python", work, args.source, not args.quiet))
+            pythons[config.name] = venv / "bin" / "python"
+            doctors[config.name] = doctor(config, pythons[config.name], work_root)
+        # The runs themselves: one `migrate matrix`, a cell per configuration.
+        spec = work_root / "tested_configs.toml"
+        spec.write_text(matrix_file(configs, pythons, args.source))
+        out = work_root / "matrix"
+        if out.exists():
+            shutil.rmtree(out)
+        say(spec.read_text())
+        matrix = run(
+            [sys.executable, "-m", "migrate", "matrix", str(spec), "--out", str(out)]
+            + ["--jobs", str(args.jobs)],
+            cwd=ROOT,
+            show=not args.quiet,
+        )
+        say(f"migrate matrix exit code: {matrix.returncode}")
+        cells = {
+            c["axes"]["config"]: c for c in json.loads((out / "matrix.json").read_text())["cells"]
+        }
+        rows = [row(c, cells[c.name], out, doctors[c.name]) for c in configs]
     finally:
         if args.work is None:
             shutil.rmtree(work_root, ignore_errors=True)

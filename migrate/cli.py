@@ -84,6 +84,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "migrate.commands.run:run",
         "Fetch the upstream, then apply and smoke every stage, then compare them.",
     ),
+    "matrix": (
+        "migrate.commands.matrix:matrix",
+        "Run `migrate run` for every cell of MATRIX_FILE (a TOML product of axes).",
+    ),
     "checkpoint": (
         "migrate.commands.checkpoint:checkpoint",
         "The model's released checkpoint (named in the recipe's [checkpoint] table).",

@@ -58,3 +58,7 @@ class GitError(MigrateError):
         super().__init__(f"git {' '.join(args)}: {detail}")
         self.returncode = returncode
         self.stderr = stderr
+
+
+class MatrixError(BadInput):
+    """A matrix file (`migrate matrix`) that does not validate."""

@@ -98,7 +98,11 @@ def build(
         raise MigrateError(f"building a random-weight model from {config} failed: {tail}")
     info = json.loads(result.stdout.strip().splitlines()[-1])
     info.update(config=str(config), seed=seed)
-    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    # Written then renamed, like the checkpoint: runs sharing the cache (`migrate matrix --jobs`)
+    # never read half of it.
+    partial = info_path.with_name(f"{info_path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(partial, info_path)
     return ckpt, info, seconds
 
 
