@@ -50,11 +50,13 @@ from migrate.stats import (
     INCONCLUSIVE,
     MIN_ROUNDS,
     NOISE_FACTOR,
+    NOISY,
     THRESHOLD,
     Ratio,
     Summary,
     paired_ratio,
     summarize,
+    verdict_text,
 )
 
 
@@ -336,10 +338,6 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-_MARK = {"same": "≈", "faster": "▲", "slower": "▼", "unknown": "?", INCONCLUSIVE: "?"}
-NOISY = "inconclusive (too noisy)"  # the cell; the ratio and interval go to a note and JSON
-
-
 def _steady(summary: Summary | None) -> str:
     """Median steady latency, its quartiles and how many batches."""
     if summary is None:
@@ -351,9 +349,7 @@ def _vs(r: Ratio | None) -> str:
     """A speed-up as its verdict first, then the ratio and its 95% interval."""
     if r is None:
         return "-"
-    if r.verdict == INCONCLUSIVE:
-        return f"{_MARK[r.verdict]} {NOISY}"
-    return f"{_MARK[r.verdict]} {r.verdict} {r.ratio:.2f}x [{r.ci_low:.2f}–{r.ci_high:.2f}]"
+    return verdict_text(r.verdict, r.ratio, r.ci_low, r.ci_high)
 
 
 def _noisy_notes(report: RunReport) -> list[str]:

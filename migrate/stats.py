@@ -35,6 +35,18 @@ MIN_ROUNDS = 2  # with one round, batch noise is all we see: no verdict
 NOISE_FACTOR = 2.0  # an interval around 1 reaching below 1/2x or above 2x says nothing
 FASTER, SLOWER, SAME, UNKNOWN = "faster", "slower", "same", "unknown"
 INCONCLUSIVE = "inconclusive"
+NOISY = "inconclusive (too noisy)"  # a cell's text; the ratio and interval go to notes and JSON
+MARK = {SAME: "≈", FASTER: "▲", SLOWER: "▼", UNKNOWN: "?", INCONCLUSIVE: "?"}
+
+
+def verdict_text(verdict: str, ratio: float, ci_low: float, ci_high: float) -> str:
+    """A speed-up as a report cell shows it: the verdict first, then ratio and 95% interval.
+
+    One wording for `compare` and `matrix`; a too-noisy interval is not shown as a ratio.
+    """
+    if verdict == INCONCLUSIVE:
+        return f"{MARK[verdict]} {NOISY}"
+    return f"{MARK.get(verdict, '?')} {verdict} {ratio:.2f}x [{ci_low:.2f}–{ci_high:.2f}]"
 
 
 @dataclass(frozen=True)

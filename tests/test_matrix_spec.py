@@ -376,3 +376,11 @@ def test_ray_tasks_keep_the_thread_settings_of_a_run_typed_here(
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     typed = as_typed_here(a)
     assert typed.cell.env["OMP_NUM_THREADS"] == "2" and typed.unset_env == ()
+
+
+def test_a_too_noisy_verdict_reads_as_compare_writes_it() -> None:
+    """The matrix cell uses compare's wording: an inconclusive interval shows no wild ratio."""
+    noisy = {"verdict": "inconclusive", "ratio": 0.32, "ci_low": 0.0, "ci_high": 154.4}
+    assert report.verdict_text(noisy) == "? inconclusive (too noisy)"
+    same = {"verdict": "same", "ratio": 1.02, "ci_low": 0.9, "ci_high": 1.1}
+    assert report.verdict_text(same) == "≈ same 1.02x [0.90–1.10]"

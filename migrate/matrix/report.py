@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migrate.render import h, html_page, html_table, md_cell, md_table
+from migrate.stats import MARK
+from migrate.stats import verdict_text as _verdict_cell
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-MARK = {"same": "≈", "faster": "▲", "slower": "▼", "unknown": "?"}
 
 
 def _num(value: Any) -> float | None:
@@ -36,11 +36,10 @@ def verdict_text(ratio: Any) -> str:
     """The verdict against the previous stage, its ratio and 95% interval."""
     if not isinstance(ratio, dict) or _num(ratio.get("ratio")) is None:
         return ""
-    verdict = str(ratio.get("verdict", "unknown"))
-    text = f"{MARK.get(verdict, '?')} {verdict} {ratio['ratio']:.2f}x"
-    if _num(ratio.get("ci_low")) is not None and _num(ratio.get("ci_high")) is not None:
-        text += f" [{ratio['ci_low']:.2f}–{ratio['ci_high']:.2f}]"
-    return text
+    low, high = _num(ratio.get("ci_low")), _num(ratio.get("ci_high"))
+    if low is None or high is None:
+        return f"{MARK.get(str(ratio.get('verdict')), '?')} {ratio['ratio']:.2f}x"
+    return _verdict_cell(str(ratio.get("verdict", "unknown")), ratio["ratio"], low, high)
 
 
 def counts_text(counts: Any) -> str:
