@@ -361,6 +361,10 @@ HEADERS = [
     "Samples vs prev",
     "Log tags",
     "Log vs prev",
+    "Mode",
+    "torch.compile",
+    "Graph-break sites",
+    "Stage notes",
 ]
 
 
@@ -392,9 +396,49 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 ),
                 _tags(s.log_by_tag),
                 _changes(s.log_changes),
+                m.mode or "-",
+                _compiled(m.compile),
+                _break_sites(m.compile),
+                _stage_notes(m.notes),
             ]
         )
     return HEADERS, rows
+
+
+TOP_BREAK_SITES = 3  # per stage in table/md/html; report.json keeps what the probe kept
+
+
+def _compiled(counts: dict[str, Any] | None) -> str:
+    """Graphs, graph breaks and recompilations of torch.compile in the script ('-': none)."""
+    if not counts:
+        return "-"
+
+    def n(key: str, one: str, many: str) -> str:
+        value = counts.get(key)
+        return f"{'?' if value is None else value} {one if value == 1 else many}"
+
+    return ", ".join(
+        [
+            n("graphs", "graph", "graphs"),
+            n("graph_breaks", "graph break", "graph breaks"),
+            n("recompiles", "recompilation", "recompilations"),
+        ]
+    )
+
+
+def _break_sites(counts: dict[str, Any] | None) -> str:
+    """The most frequent graph-break sites as `file:line: reason (xN)`."""
+    sites = (counts or {}).get("break_sites") or []
+    shown = [
+        f"{b.get('site')}: {b.get('reason')} (x{b.get('count')})" for b in sites[:TOP_BREAK_SITES]
+    ]
+    more = len(sites) - len(shown)
+    return "; ".join(shown + ([f"{more} more sites"] if more > 0 else [])) or "-"
+
+
+def _stage_notes(notes: list[dict[str, Any]]) -> str:
+    """What the stage's own code said it could not do (warnings from the workspace's files)."""
+    return "; ".join(f"{n.get('message')} ({n.get('site')})" for n in notes) or "-"
 
 
 CROSS_HEADERS = [
@@ -455,6 +499,10 @@ LEGEND = [
     f"{MIN_ROUNDS} rounds.",
     "Device: where the script ran. 'GPU Migration emulated': no Gaudi; migrate's emulator of "
     "GPU Migration (`migrate shim`) redirected the script's CUDA calls to this device.",
+    "Mode: PT_HPU_LAZY_MODE given to the script (lazy: HPU graphs; eager: torch.compile).",
+    "torch.compile: graphs Dynamo compiled, graph breaks and recompilations in the script, "
+    "counted exactly; breaks happen before a backend sees a graph, so a CPU run predicts a "
+    "Gaudi's (not a backend's own fallbacks, e.g. ops hpu_backend runs on the CPU).",
 ]
 
 
@@ -480,6 +528,9 @@ def notes(report: RunReport, *, failures: bool = True) -> list[str]:
             "One round per stage: speed-ups have no verdict; use --repeat 3 to tell a real "
             "change from a noisy machine."
         )
+    for s in report.stages:
+        for note in s.metrics.notes:
+            lines.append(f"Stage {s.name}: {note.get('message')} ({note.get('site')}).")
     for s in report.stages if failures else []:
         if not s.metrics.ok:
             lines.append(
@@ -574,6 +625,9 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
             "vs_prev": _ratio_json(s.vs_prev),
             "vs_first": _ratio_json(s.vs_first),
             "load_avg": [[m.timing.load_start, m.timing.load_end] for m in s.rounds],
+            "mode": s.metrics.mode,
+            "compile": s.metrics.compile,
+            "stage_notes": s.metrics.notes,
         }
         rest = asdict(s)
         for key in ("rounds", "first_batch", "latency", "samples_per_s", "vs_prev", "vs_first"):

@@ -51,6 +51,7 @@ class RunOptions:
     python: str = sys.executable
     seed: int = 0  # seed of the random weights (not the sampling seed: that is a script arg)
     repeat: int | None = None  # rounds; None: DEFAULT_REPEAT_CPU on the CPU, else 1
+    mode: str | None = None  # "lazy" | "eager" (PT_HPU_LAZY_MODE); None: see migrate.smoke.mode
 
 
 # `migrate run` on the CPU measures two rounds by default: about twice the time of one, and
@@ -248,6 +249,8 @@ def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOp
         "extra": options.extra_args,
         "python": options.python,
     }
+    if options.mode == "eager":  # only then: lazy (the default before --mode) keeps old keys
+        material["mode"] = options.mode
     if patch.dirty:  # only then: the keys of clean results stay what they were
         material["edits"] = patch.edits_sha256
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -306,6 +309,7 @@ def smoke_stage(
         patch=patch,
         key=result_key(spec, patch, device, options),
         python=options.python,
+        mode=options.mode,
     )
     return run_smoke(request, on_event)
 
@@ -377,6 +381,12 @@ def _start(
     downloaded checkpoint) and writes run.json.
     """
     device = resolve(options.device, options.python)
+    from migrate.smoke import mode as modes
+
+    chosen = modes.choose(options.mode, device.kind, recipe, options.python)
+    options = replace(options, mode=chosen.name)
+    skipped = modes.unavailable(recipe, chosen.name)
+    tell("mode", mode=chosen.name, why=chosen.why, unavailable=skipped)
     if run_dir is None:
         run_dir = new_run_dir(runs_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,8 @@ UPSTREAM = (
 RESERVED_STAGE_NAMES = {UPSTREAM}
 
 TOP_KEYS = {"description", "upstream", "commit", "sparse", "stages", "smoke", "checkpoint"}
-STAGE_KEYS = {"name", "description", "patch", "meta"}
+STAGE_KEYS = {"name", "description", "patch", "meta", "mode"}
+MODES = ("lazy", "eager")  # Habana's execution modes (PT_HPU_LAZY_MODE=1 / 0)
 _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 SMOKE_KEYS = {
     "script",
@@ -70,6 +71,7 @@ SMOKE_KEYS = {
     "log_level",
     "default_model",
     "random_weights",
+    "mode",
 }
 PROBE_KEYS = {"batch", "step", "load"}
 CHECKPOINT_KEYS = {"url", "path", "size", "sha256"}
@@ -83,6 +85,7 @@ class Stage:
     description: str
     patch: Path
     meta: dict[str, str] = field(default_factory=dict)
+    mode: str | None = None  # the mode its Gaudi feature needs (HPU graphs: lazy); None: any
 
     @property
     def tag(self) -> str:
@@ -136,6 +139,7 @@ class SmokeSpec:
     timeout: float | None = None
     log_level: int = 1
     probe: ProbeSpec = field(default_factory=ProbeSpec)
+    mode: str = "lazy"  # on a Gaudi without --mode: the release's default; elsewhere this
 
     def model_args(self, model: str) -> list[str]:
         """The extra arguments for a model size; unknown sizes are bad input."""
@@ -421,7 +425,12 @@ def _validate(path: Path, data: dict[str, Any], check_patches: bool) -> Recipe:
         for key, value in meta.data.items():
             if not DEP3_KEY_RE.fullmatch(key) or not isinstance(value, str):
                 raise meta.fail(key, 'DEP-3 fields are Name = "text"')
-        stages.append(Stage(stage_name, description.strip(), patch, dict(meta.data)))
+        stage_mode = entry.string("mode")
+        if stage_mode is not None and stage_mode not in MODES:
+            raise entry.fail("mode", f"must be one of {', '.join(MODES)}, got {stage_mode!r}")
+        stages.append(
+            Stage(stage_name, description.strip(), patch, dict(meta.data), mode=stage_mode)
+        )
     return Recipe(
         name=name,
         path=path,
@@ -474,6 +483,9 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
 
     timeout = table.positive("timeout", "seconds")
     log_level = table.data.get("log_level", 1)
+    mode = table.string("mode", "lazy") or "lazy"
+    if mode not in MODES:
+        raise table.fail("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(log_level, bool) or log_level not in (1, 2, 3):
         raise table.fail("log_level", f"must be 1, 2 or 3, got {log_level!r}")
     return SmokeSpec(
@@ -491,6 +503,7 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
         timeout=float(timeout) if timeout is not None else None,
         log_level=int(log_level),
         probe=ProbeSpec(**probe),
+        mode=mode,
     )
 
 

@@ -29,7 +29,7 @@ from migrate.recipe import load_recipe
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches" / "stable-diffusion"
 FAKE_HABANA = Path(__file__).resolve().parent / "fake_habana"
-STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
+STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu", "compile"]
 COMMIT = "a166aa7fbf578f41f855efeab2e14001d6732563"
 # Small but complete: classifier-free guidance (--scale 5.0), two batches of two samples.
 TXT2IMG = tuple(

@@ -92,6 +92,7 @@ def run_options(
     timeout: float | None,
     repeat: int | None,
     python: str | None,
+    mode: str | None = None,
 ) -> RunOptions:
     """`pipeline.RunOptions` from the options `run` and `smoke` share (and the args after `--`)."""
     from migrate import pipeline
@@ -103,6 +104,7 @@ def run_options(
         extra_args=passthrough(ctx),
         timeout=timeout,
         repeat=repeat,
+        mode=mode,
     )
     if python is not None:
         options.python = interpreter(python)
@@ -116,6 +118,14 @@ device_option = click.option(
     show_default=True,
     help="auto: a Gaudi (real GPU Migration) if present, else CUDA, else the CPU "
     "(both through the emulator, which logs what GPU Migration would change).",
+)
+mode_option = click.option(
+    "--mode",
+    type=click.Choice(["lazy", "eager"]),
+    default=None,
+    help="Habana's execution mode, set as PT_HPU_LAZY_MODE for the script: lazy (HPU graphs, "
+    "the 1.12 guide's) or eager (torch.compile) [default: on a Gaudi the installed "
+    "release's default, elsewhere the recipe's].",
 )
 model_option = click.option(
     "--model",

@@ -115,6 +115,14 @@ class StageProgress:
             )
         elif what == "resume":
             self.console.print(f"resuming run {details['run_dir']}", soft_wrap=True)
+        elif what == "mode":
+            self.console.print(f"mode: {details['mode']} ({details['why']})", soft_wrap=True)
+            for name, needs in details.get("unavailable") or []:
+                self.console.print(
+                    f"[yellow]{name}: its Gaudi feature needs {needs} mode; in "
+                    f"{details['mode']} mode it runs without it and says so[/yellow]",
+                    soft_wrap=True,
+                )
         elif what == "move":
             self.console.print(
                 f"moving the workspace from {details['current']} to {stage}", soft_wrap=True

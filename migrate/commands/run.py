@@ -11,6 +11,7 @@ from migrate.commands.options import (
     PassthroughCommand,
     ckpt_option,
     device_option,
+    mode_option,
     model_option,
     python_option,
     recipe_option,
@@ -28,6 +29,7 @@ from migrate.commands.output import StageProgress, print_report, raise_if_failed
 @workspace_option
 @click.option("--through", default=None, help="Stop after this stage [default: all stages].")
 @device_option
+@mode_option
 @model_option
 @ckpt_option
 @click.option(
@@ -54,6 +56,7 @@ def run(
     workspace: str | None,
     through: str | None,
     device: str,
+    mode: str | None,
     model: str | None,
     ckpt: Path | None,
     source: str | None,
@@ -86,7 +89,14 @@ def run(
         loaded.stage(through)
     ws = path_for(loaded, workspace)
     options = run_options(
-        ctx, device=device, model=model, ckpt=ckpt, timeout=timeout, repeat=repeat, python=python
+        ctx,
+        device=device,
+        model=model,
+        ckpt=ckpt,
+        timeout=timeout,
+        repeat=repeat,
+        python=python,
+        mode=mode,
     )
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:

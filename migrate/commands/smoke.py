@@ -11,6 +11,7 @@ from migrate.commands.options import (
     PassthroughCommand,
     ckpt_option,
     device_option,
+    mode_option,
     model_option,
     python_option,
     recipe_option,
@@ -28,6 +29,7 @@ from migrate.commands.output import StageProgress, raise_if_failed, report_resul
 @recipe_option
 @workspace_option
 @device_option
+@mode_option
 @model_option
 @ckpt_option
 @repeat_option("1")
@@ -46,6 +48,7 @@ def smoke(
     recipe: str,
     workspace: str | None,
     device: str,
+    mode: str | None,
     model: str | None,
     ckpt: Path | None,
     repeat: int | None,
@@ -74,7 +77,14 @@ def smoke(
     loaded = load_recipe(recipe)
     ws = path_for(loaded, workspace)
     options = run_options(
-        ctx, device=device, model=model, ckpt=ckpt, timeout=timeout, repeat=repeat, python=python
+        ctx,
+        device=device,
+        model=model,
+        ckpt=ckpt,
+        timeout=timeout,
+        repeat=repeat,
+        python=python,
+        mode=mode,
     )
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from typing import Any
 
 from migrate.importhook import when_imported
+from migrate.smoke.compile_counts import CompileCounts
+from migrate.smoke.stage_notes import StageNotes
 
 EVENTS_ENV = "MIGRATE_PROBE_EVENTS"
 TARGETS_ENV = "MIGRATE_PROBE_TARGETS"
@@ -153,6 +155,8 @@ class Probe:
         self.steps = 0
         self.step_timing = _step_timing_asked()
         self._depth = threading.local()
+        self.compile_counts = CompileCounts()  # torch.compile: graphs, breaks, recompilations
+        self.stage_notes = StageNotes()  # the upstream's own warnings (a feature it skipped)
         self._by_module: dict[str, list[tuple[str, str]]] = {}
         for kind in ("batch", "step", "load"):
             for target in targets.get(kind, []):
@@ -257,14 +261,19 @@ class Probe:
     # -- import hook -----------------------------------------------------------------
     def install(self) -> None:
         when_imported({name: self.patch_module for name in self._by_module})
+        self.compile_counts.install()
+        self.stage_notes.install()
         atexit.register(self.finish)
 
     def finish(self) -> None:
         self.recorder.emit(
             "end",
+            pid=os.getpid(),  # the script's own, apart from its children's (compile workers)
             batches=self.batches,
             steps=self.steps,
             versions=_versions(),
+            compile=self.compile_counts.snapshot(),
+            notes=self.stage_notes.snapshot(),
             **_device_and_memory(),
         )
 
