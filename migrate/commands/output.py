@@ -116,12 +116,16 @@ class StageProgress:
         elif what == "resume":
             self.console.print(f"resuming run {details['run_dir']}", soft_wrap=True)
         elif what == "mode":
-            self.console.print(f"mode: {details['mode']} ({details['why']})", soft_wrap=True)
+            self.console.print(
+                f"mode: {details['mode']} ({details['why']})", soft_wrap=True, markup=False
+            )
             for name, needs in details.get("unavailable") or []:
                 self.console.print(
-                    f"[yellow]{name}: its Gaudi feature needs {needs} mode; in "
-                    f"{details['mode']} mode it runs without it and says so[/yellow]",
+                    f"{name}: on a Gaudi its feature needs {needs} mode; in {details['mode']} "
+                    "mode it runs without it and says so",
                     soft_wrap=True,
+                    markup=False,
+                    style="yellow",
                 )
         elif what == "move":
             self.console.print(

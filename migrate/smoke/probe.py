@@ -179,7 +179,7 @@ class Probe:
             self.recorder.emit("probe_wrapped", kind=kind, target=f"{module.__name__}:{qualname}")
 
     def _wrap(self, kind: str, raw: Any, target: str) -> Any:
-        if isinstance(raw, staticmethod | classmethod):
+        if isinstance(raw, (staticmethod, classmethod)):  # not X | Y: Python 3.8
             return type(raw)(self._wrap(kind, raw.__func__, target))
         handler = {"batch": self._timed_batch, "step": self._counted_step, "load": self._timed_load}
         return handler[kind](raw, target)
