@@ -386,3 +386,66 @@ def test_exit_0_with_the_sd_extra(tmp_path: Path) -> None:
     done = _doctor(pythonpath=[ROOT], tmp_path=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "can run" in done.stdout.splitlines()[-1]
+
+
+# -- stand-ins for a 1.12 and a 1.23 image (a stub made here, not Habana's bridge) ----------------
+
+
+def _image_stub(root: Path, plugin: str, migration_ok: bool) -> dict[str, str]:
+    """habana_frameworks and a habana-torch-plugin distribution of version `plugin`, in `root`."""
+    files = {
+        "habana_frameworks/__init__.py": "",
+        "habana_frameworks/torch/__init__.py": "",
+        "habana_frameworks/torch/core.py": "def mark_step():\n    pass\n",
+        "habana_frameworks/torch/utils/__init__.py": "",
+        "habana_frameworks/torch/utils/internal.py": "def is_lazy():\n    return True\n",
+        "habana_frameworks/torch/hpu/__init__.py": (
+            "class HPUGraph: pass\nclass Stream: pass\ndef stream(s): pass\n"
+            "def is_available(): return True\ndef device_count(): return 8\n"
+        ),
+        "habana_frameworks/torch/gpu_migration.py": (
+            "" if migration_ok else "import pkg_resources_removed_in_setuptools_81\n"
+        ),
+        f"habana_torch_plugin-{plugin}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: habana-torch-plugin\nVersion: {plugin}\n"
+        ),
+    }
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(root)
+    env["PT_HPU_LAZY_MODE"] = "1"
+    return env
+
+
+@pytest.mark.parametrize(
+    ("plugin", "default", "how"),
+    [
+        ("1.12.0.480", "lazy", "import habana_frameworks.torch.gpu_migration first thing"),
+        ("1.23.0.695", "eager", "PT_HPU_GPU_MIGRATION=1 alone"),
+    ],
+)
+def test_doctor_names_the_release_row_its_mode_and_how_migration_is_enabled(
+    tmp_path: Path, plugin: str, default: str, how: str
+) -> None:
+    """On Python 3.10 where pyenv has it (a 1.12 image's Ubuntu 22.04 Python), else this one."""
+    py310 = Path(os.path.expanduser("~/.pyenv/versions/3.10.13/bin/python"))
+    python = str(py310) if py310.is_file() else sys.executable
+    env = _image_stub(tmp_path, plugin, migration_ok=True)
+    facts = doctor.run_probe(python, env, sections=["habana"])
+    named = by_name(checks.gaudi_checks(facts, env))
+    row = named["Gaudi release"]
+    assert row.status == doctor.OK and f"default mode {default}" in row.summary
+    assert row.summary.startswith(plugin[:4])
+    assert named["GPU Migration"].status == doctor.OK and how in named["GPU Migration"].summary
+    assert named["HPU graphs"].status == doctor.OK
+
+
+def test_doctor_proves_gpu_migration_by_importing_it(tmp_path: Path) -> None:
+    env = _image_stub(tmp_path, "1.17.0.495", migration_ok=False)
+    facts = doctor.run_probe(sys.executable, env, sections=["habana"])
+    line = by_name(checks.gaudi_checks(facts, env))["GPU Migration"]
+    assert line.status == doctor.MISSING
+    assert "pkg_resources_removed_in_setuptools_81" in line.summary
