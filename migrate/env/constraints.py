@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrate.env import compat
+from migrate.env import compat, releases
 from migrate.errors import BadInput, MigrateError
 
 
@@ -55,12 +55,22 @@ def lines_for(versions: Mapping[str, str]) -> list[Line]:
     return out
 
 
-def render(lines: list[Line], python: str) -> str:
-    """The constraints file's text: a header saying where it came from, then one line each."""
+def render(lines: list[Line], python: str, versions: Mapping[str, str] | None = None) -> str:
+    """The constraints file's text: a header saying where it came from (and the Gaudi software
+    release it was made on, from `migrate.env.releases`), then one line each."""
     text = [
         f"# pip constraints from what {python} has installed (python -m migrate.env.constraints).",
         "# Use: python -m pip install -c THIS_FILE -e '.[sd]'   (same interpreter)",
     ]
+    plugin = (versions or {}).get("habana-torch-plugin")
+    if plugin:
+        row = releases.release(plugin)
+        text.append(
+            f"# Intel Gaudi software {row.version}: PyTorch {row.torch}, default mode "
+            f"{row.default_mode}; GPU Migration: {row.migration()}"
+            if row
+            else f"# habana-torch-plugin {plugin}: not in migrate's release table"
+        )
     if not lines:
         text.append("# no torch installed: pip chooses freely")
     last_why = None
@@ -79,7 +89,8 @@ def text_for(python: str | None = None) -> str:
     migrate need not be installed there: e.g. pipx's migrate and the Gaudi image's python3.
     """
     if python is None or Path(python).absolute() == Path(sys.executable).absolute():
-        return render(lines_for(compat.installed()), sys.executable)
+        versions = compat.installed()
+        return render(lines_for(versions), sys.executable, versions)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
