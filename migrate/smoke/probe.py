@@ -287,7 +287,9 @@ def _start() -> None:
         targets = json.loads(os.environ.get(TARGETS_ENV) or "{}")
     except ValueError:
         targets = {}
-    recorder.emit("start", pid=os.getpid(), argv=sys.argv)
+    # the execution mode as this process sees it (set by --mode; Habana's bridge reads it)
+    lazy = os.environ.get("PT_HPU_LAZY_MODE")
+    recorder.emit("start", pid=os.getpid(), argv=sys.argv, PT_HPU_LAZY_MODE=lazy)
     Probe(recorder, targets).install()
 
 
