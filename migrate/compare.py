@@ -364,6 +364,7 @@ HEADERS = [
     "Mode",
     "torch.compile",
     "Graph-break sites",
+    "Recompiled because",
     "Stage notes",
 ]
 
@@ -399,6 +400,7 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 m.mode or "-",
                 _compiled(m.compile),
                 _break_sites(m.compile),
+                _recompile_reasons(m.compile),
                 _stage_notes(m.notes),
             ]
         )
@@ -434,6 +436,13 @@ def _break_sites(counts: dict[str, Any] | None) -> str:
     ]
     more = len(sites) - len(shown)
     return "; ".join(shown + ([f"{more} more sites"] if more > 0 else [])) or "-"
+
+
+def _recompile_reasons(counts: dict[str, Any] | None) -> str:
+    """The guards that failed, as Dynamo words them (`x (xN)`), most frequent first."""
+    reasons = (counts or {}).get("recompile_reasons") or []
+    shown = [f"{r.get('reason')} (x{r.get('count')})" for r in reasons[:TOP_BREAK_SITES]]
+    return "; ".join(shown) or "-"
 
 
 def _stage_notes(notes: list[dict[str, Any]]) -> str:

@@ -136,6 +136,7 @@ def test_report_shows_mode_stage_notes_and_compile_counts(tmp_path: Path) -> Non
         "break_sites": [
             {"site": "ldm/modules/attention.py:180", "reason": "Tensor.item()", "count": 2}
         ],
+        "recompile_reasons": [{"reason": "0/0: tensor 'x' size mismatch at index 0", "count": 1}],
     }
     run = tmp_path / "run"
     for stage, fields in (
@@ -153,6 +154,7 @@ def test_report_shows_mode_stage_notes_and_compile_counts(tmp_path: Path) -> Non
     assert "HPU graphs unavailable in eager mode" in by["hpu_graph"]["Stage notes"]
     assert by["compile"]["torch.compile"] == "4 graphs, 2 graph breaks, 1 recompilation"
     assert by["compile"]["Graph-break sites"] == "ldm/modules/attention.py:180: Tensor.item() (x2)"
+    assert by["compile"]["Recompiled because"] == "0/0: tensor 'x' size mismatch at index 0 (x1)"
     markdown = compare.render_markdown(report)
     assert "Stage hpu_graph: HPU graphs unavailable in eager mode" in markdown
     assert "attention.py:180: Tensor.item() (x2)" in compare.render_html(report)

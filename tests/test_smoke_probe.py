@@ -235,3 +235,5 @@ def test_probe_counts_torch_compile_graphs_breaks_and_recompilations(tmp_path: P
     sites = counts["break_sites"]
     assert [s["site"] for s in sites] == ["script.py:8"]
     assert sites[0]["count"] == counts["graph_breaks"] and sites[0]["reason"]
+    if hasattr(__import__("torch")._dynamo.utils, "get_compilation_metrics"):
+        assert any("size mismatch" in r["reason"] for r in counts["recompile_reasons"])

@@ -112,6 +112,7 @@ class CompileCounts:
                 {"site": site, "reason": reason, "count": count}
                 for (site, reason), count in ranked[:TOP_SITES]
             ],
+            "recompile_reasons": _recompile_reasons(),
         }
 
 
@@ -128,3 +129,23 @@ def _dynamo_counter(group: str, name: str) -> int | None:
         return int(counters[group][name]) if counters is not None else None
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _recompile_reasons() -> list[dict[str, Any]]:
+    """Why Dynamo recompiled (the guard that failed), where its compilation metrics say so
+    (torch 2.2+; kept only for the last 64 compilations): [{reason, count}], most frequent
+    first. Empty where torch does not record them."""
+    utils = sys.modules.get("torch._dynamo.utils")
+    try:
+        metrics = list(utils.get_compilation_metrics())  # type: ignore[union-attr]
+    except Exception:  # absent or changed in this torch: no reasons, never a failed run
+        return []
+    found: dict[str, int] = {}
+    for entry in metrics:
+        reason = getattr(entry, "recompile_reason", None)
+        if reason:
+            line = str(reason).strip().splitlines()[0]
+            line = line.split("#")[0].strip() or line  # the guard, without Dynamo's source note
+            found[line[:REASON_CHARS]] = found.get(line[:REASON_CHARS], 0) + 1
+    ranked = sorted(found.items(), key=lambda item: (-item[1], item[0]))
+    return [{"reason": reason, "count": count} for reason, count in ranked[:TOP_SITES]]
