@@ -17,6 +17,7 @@ same invocation, interleaved so that a busy minute hits both sides:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -86,14 +87,37 @@ def backend_part(tmp: Path, backends: list[str]) -> None:
         migrate("smoke", "randn_to_cpu", *common)
         again = stage_metrics(runs, "randn_to_cpu")
         b, c, a = (m["timing"]["wall_s"] for m in (base, comp, again))
-        same = [s["sha256"] for s in base["samples"]] == [s["sha256"] for s in comp["samples"]]
         counts = comp.get("compile") or {}
         print(
             f"  {backend:10s} compile {c:6.1f} s vs randn_to_cpu {b:6.1f} s: {c / b:.2f}x "
-            f"(A/A: randn_to_cpu again {a:.1f} s, {a / b:.2f}x); samples "
-            f"{'identical' if same else 'differ'}; graphs {counts.get('graphs')}, "
+            f"(A/A: randn_to_cpu again {a:.1f} s, {a / b:.2f}x); samples vs randn_to_cpu: "
+            f"{samples_vs(runs, base, comp)}; graphs {counts.get('graphs')}, "
             f"breaks {counts.get('graph_breaks')}, recompiles {counts.get('recompiles')}"
         )
+
+
+def samples_vs(runs: Path, base: dict, comp: dict) -> str:
+    """'identical', or the PSNR (dB) of each sample against the baseline's (the report's)."""
+    sys.path.insert(0, str(ROOT))
+    from migrate.compare import psnr
+
+    pairs = list(zip(base["samples"], comp["samples"], strict=True))
+    if all(a["sha256"] == b["sha256"] for a, b in pairs):
+        return "identical"
+    values = []
+    for a, b in pairs:
+        pa = find(runs, "randn_to_cpu", a["path"], a["sha256"])
+        pb = find(runs, "compile", b["path"], b["sha256"])
+        values.append(psnr(pa, pb) if pa and pb else None)
+    return "PSNR " + ", ".join("?" if v is None else f"{v:.1f} dB" for v in values)
+
+
+def find(runs: Path, stage: str, rel: str, sha256: str) -> Path | None:
+    """The sample file with this digest among the smoke runs of `stage` (one run folder each)."""
+    for path in runs.glob(f"*/{stage}/{rel}"):
+        if hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+            return path
+    return None
 
 
 def main() -> None:
