@@ -121,8 +121,8 @@ class StageProgress:
             )
             for name, needs in details.get("unavailable") or []:
                 self.console.print(
-                    f"{name}: on a Gaudi its feature needs {needs} mode; in {details['mode']} "
-                    "mode it runs without it and says so",
+                    f"{name}: needs {needs} mode on a Gaudi (there, in {details['mode']} mode, "
+                    "it runs without its feature and says so)",
                     soft_wrap=True,
                     markup=False,
                     style="yellow",
