@@ -77,6 +77,7 @@ def run(
     Examples:
       migrate run --source /path/to/stable-diffusion-mirror   # offline: a local mirror
       migrate run --through minimal --device cpu
+      migrate run --mode eager                                # torch.compile's mode on a Gaudi
       migrate run --resume                                    # finish an interrupted run
       migrate run -- --ddim_steps 10                          # extra script arguments
     """
