@@ -250,8 +250,10 @@ def test_gpu_migration_by_variable_from_release_1_17() -> None:
     facts["habana"]["version"] = "1.12.0"
     assert "does not exist yet" in by_name(evaluate(facts))["GPU Migration"].summary
     facts["habana"]["version"] = "1.23.0"
-    release = by_name(evaluate(facts))["Gaudi release"].summary
+    named = by_name(evaluate(facts, env={"PT_HPU_LAZY_MODE": "0"}))
+    release = named["Gaudi release"].summary
     assert "default mode eager" in release and "lazy mode is deprecated" in release
+    assert named["lazy mode"].status == doctor.OK  # eager is this release's default
 
 
 def test_gpu_migration_that_does_not_import_names_the_reason_and_the_fix() -> None:

@@ -352,7 +352,7 @@ def gaudi_checks(facts: Mapping[str, Any], env: Mapping[str, str]) -> list[Check
             Check(
                 "lazy mode",
                 GAUDI,
-                WARNING,
+                OK if row and row.default_mode == releases.EAGER else WARNING,
                 f"eager (PT_HPU_LAZY_MODE={mode or 'unset'}): torch.compile's mode; HPU graphs "
                 f"(the hpu_graph stage) need lazy mode{default}",
                 "PT_HPU_LAZY_MODE=1 for lazy mode (migrate run --mode lazy sets it for a run)",
