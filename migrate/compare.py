@@ -531,15 +531,15 @@ def notes(report: RunReport, *, failures: bool = True) -> list[str]:
             f"Machine load while stages ran: 1-minute load average {low:.1f}–{high:.1f}{on}"
             + (" (busy: expect wide intervals)." if cpus and high > cpus else ".")
         )
+    for s in report.stages:  # what a stage's own code said it could not do (--mode)
+        for note in s.metrics.notes:
+            lines.append(f"Stage {s.name}: {note.get('message')} ({note.get('site')}).")
     rounds = max((len(s.rounds) for s in report.stages), default=0)
     if rounds < MIN_ROUNDS and any(s.latency for s in report.stages):
         lines.append(
             "One round per stage: speed-ups have no verdict; use --repeat 3 to tell a real "
             "change from a noisy machine."
         )
-    for s in report.stages:
-        for note in s.metrics.notes:
-            lines.append(f"Stage {s.name}: {note.get('message')} ({note.get('site')}).")
     for s in report.stages if failures else []:
         if not s.metrics.ok:
             lines.append(
