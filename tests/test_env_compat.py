@@ -156,7 +156,7 @@ def test_gpu_migration_needs_setuptools_below_81() -> None:
 def test_constraints_name_the_gaudi_release_they_were_made_on() -> None:
     from migrate.env import constraints
 
-    text = constraints.render([], "python3", {"habana-torch-plugin": "1.17.0.495"})
+    text = constraints.render([], "python3", versions={"habana-torch-plugin": "1.17.0.495"})
     assert "# Intel Gaudi software 1.17: PyTorch 2.3.1, default mode lazy" in text
     assert "not in migrate's release table" in constraints.render(
         [], "p", {"habana-torch-plugin": "9.9"}

@@ -55,7 +55,7 @@ def lines_for(versions: Mapping[str, str]) -> list[Line]:
     return out
 
 
-def render(lines: list[Line], python: str, versions: Mapping[str, str] | None = None) -> str:
+def render(lines: list[Line], python: str, *, versions: Mapping[str, str] | None = None) -> str:
     """The constraints file's text: a header saying where it came from (and the Gaudi software
     release it was made on, from `migrate.env.releases`), then one line each."""
     text = [
@@ -90,7 +90,7 @@ def text_for(python: str | None = None) -> str:
     """
     if python is None or Path(python).absolute() == Path(sys.executable).absolute():
         versions = compat.installed()
-        return render(lines_for(versions), sys.executable, versions)
+        return render(lines_for(versions), sys.executable, versions=versions)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
