@@ -1,6 +1,6 @@
 """The stable-diffusion patch stack on the real upstream (skipped unless MIGRATE_SOURCE is set).
 
-Proves: the four stages apply in order with no offset and no fuzz; `migrate refresh` leaves each
+Proves: the five stages apply in order with no offset and no fuzz; `migrate refresh` leaves each
 patch as it is; on the CPU (through migrate's GPU Migration emulator) every stage renders
 byte-identical samples with the same seed; and the patched call sites drive the Gaudi APIs as
 they should, observed through tests/fake_habana (a TEST DOUBLE that records calls: not a

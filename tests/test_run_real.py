@@ -1,5 +1,5 @@
 """`migrate run` on the real pesser/stable-diffusion upstream: tiny random-weight model, CPU,
-all four stages. Runs only where the mirror is given (MIGRATE_SOURCE) and the upstream's
+all five stages. Runs only where the mirror is given (MIGRATE_SOURCE) and the upstream's
 packages are installed; takes minutes on 2 cores."""
 
 from __future__ import annotations
