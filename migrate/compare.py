@@ -450,6 +450,11 @@ HEADERS = [
     "Log tags",
     "Log vs prev",
     *LAZY_HEADERS,
+    "Mode",
+    "torch.compile",
+    "Graph-break sites",
+    "Recompiled because",
+    "Stage notes",
 ]
 
 
@@ -482,6 +487,11 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 _tags(s.log_by_tag),
                 _changes(s.log_changes),
                 *lazy_cells(m.lazy),
+                m.mode or "-",
+                _compiled(m.compile),
+                _break_sites(m.compile),
+                _recompile_reasons(m.compile),
+                _stage_notes(m.notes),
             ]
         )
     if any(s.metrics.training is not None for s in report.stages):
@@ -534,6 +544,49 @@ def _training_cells(s: StageReport, prev: StageReport | None) -> list[str]:
         training.describe(s.losses_vs_prev),
         "-" if memory is None else f"{memory:.2f}x",
     ]
+
+
+TOP_BREAK_SITES = 3  # per stage in table/md/html; report.json keeps what the probe kept
+
+
+def _compiled(counts: dict[str, Any] | None) -> str:
+    """Graphs, graph breaks and recompilations of torch.compile in the script ('-': none)."""
+    if not counts:
+        return "-"
+
+    def n(key: str, one: str, many: str) -> str:
+        value = counts.get(key)
+        return f"{'?' if value is None else value} {one if value == 1 else many}"
+
+    return ", ".join(
+        [
+            n("graphs", "graph", "graphs"),
+            n("graph_breaks", "graph break", "graph breaks"),
+            n("recompiles", "recompilation", "recompilations"),
+        ]
+    )
+
+
+def _break_sites(counts: dict[str, Any] | None) -> str:
+    """The most frequent graph-break sites as `file:line: reason (xN)`."""
+    sites = (counts or {}).get("break_sites") or []
+    shown = [
+        f"{b.get('site')}: {b.get('reason')} (x{b.get('count')})" for b in sites[:TOP_BREAK_SITES]
+    ]
+    more = len(sites) - len(shown)
+    return "; ".join(shown + ([f"{more} more sites"] if more > 0 else [])) or "-"
+
+
+def _recompile_reasons(counts: dict[str, Any] | None) -> str:
+    """The guards that failed, as Dynamo words them (`x (xN)`), most frequent first."""
+    reasons = (counts or {}).get("recompile_reasons") or []
+    shown = [f"{r.get('reason')} (x{r.get('count')})" for r in reasons[:TOP_BREAK_SITES]]
+    return "; ".join(shown) or "-"
+
+
+def _stage_notes(notes: list[dict[str, Any]]) -> str:
+    """What the stage's own code said it could not do (warnings from the workspace's files)."""
+    return "; ".join(f"{n.get('message')} ({n.get('site')})" for n in notes) or "-"
 
 
 CROSS_HEADERS = [
@@ -598,6 +651,10 @@ LEGEND = [
     "Host syncs, graph cuts (mark_steps + host syncs), HPU-graph replays, device RNG draws: "
     "lazy-mode counts from the first batch on (exact, not timed; hpu-sim and Gaudi), with the "
     "sites that read device values back most often.",
+    "Mode: PT_HPU_LAZY_MODE given to the script (lazy: HPU graphs; eager: torch.compile).",
+    "torch.compile: graphs Dynamo compiled, graph breaks and recompilations in the script, "
+    "counted exactly; breaks happen before a backend sees a graph, so a CPU run predicts a "
+    "Gaudi's (not a backend's own fallbacks, e.g. ops hpu_backend runs on the CPU).",
 ]
 TRAINING_NOTE = (
     "Training smoke: a batch is an optimizer step (from the end of the previous step to the end "
@@ -630,6 +687,9 @@ def notes(report: RunReport, *, failures: bool = True) -> list[str]:
             f"Machine load while stages ran: 1-minute load average {low:.1f}–{high:.1f}{on}"
             + (" (busy: expect wide intervals)." if cpus and high > cpus else ".")
         )
+    for s in report.stages:  # what a stage's own code said it could not do (--mode)
+        for note in s.metrics.notes:
+            lines.append(f"Stage {s.name}: {note.get('message')} ({note.get('site')}).")
     rounds = max((len(s.rounds) for s in report.stages), default=0)
     if rounds < MIN_ROUNDS and any(s.latency for s in report.stages):
         lines.append(
@@ -732,6 +792,9 @@ def to_json(report: RunReport, against: RunReport | None = None) -> dict[str, An
             "load_avg": [[m.timing.load_start, m.timing.load_end] for m in s.rounds],
             "lazy": s.metrics.lazy,
             "training": _training_json(s, previous.get(s.name)),
+            "mode": s.metrics.mode,
+            "compile": s.metrics.compile,
+            "stage_notes": s.metrics.notes,
         }
         rest = asdict(s)
         for key in (

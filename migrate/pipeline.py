@@ -52,6 +52,7 @@ class RunOptions:
     seed: int = 0  # seed of the random weights (not the sampling seed: that is a script arg)
     repeat: int | None = None  # rounds; None: DEFAULT_REPEAT_CPU on the CPU, else 1
     max_steps: int | None = None  # training smoke: optimizer steps, else the recipe's max_steps
+    mode: str | None = None  # "lazy" | "eager" (PT_HPU_LAZY_MODE); None: see migrate.smoke.mode
 
 
 # `migrate run` on the CPU measures two rounds by default: about twice the time of one, and
@@ -255,6 +256,8 @@ def result_key(spec: SmokeSpec, patch: PatchInfo, device: Device, options: RunOp
     }
     if options.max_steps is not None:  # only then: keys of earlier runs stay what they were
         material["max_steps"] = options.max_steps
+    if options.mode == "eager":  # only then: lazy (the default before --mode) keeps old keys
+        material["mode"] = options.mode
     if patch.dirty:  # only then: the keys of clean results stay what they were
         material["edits"] = patch.edits_sha256
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -314,6 +317,7 @@ def smoke_stage(
         key=result_key(spec, patch, device, options),
         python=options.python,
         max_steps=options.max_steps,
+        mode=options.mode,
     )
     return run_smoke(request, on_event)
 
@@ -385,6 +389,12 @@ def _start(
     downloaded checkpoint) and writes run.json.
     """
     device = resolve(options.device, options.python)
+    from migrate.smoke import mode as modes
+
+    chosen = modes.choose(options.mode, device.kind, recipe, options.python)
+    options = replace(options, mode=chosen.name)
+    skipped = modes.unavailable(recipe, chosen.name)
+    tell("mode", mode=chosen.name, why=chosen.why, unavailable=skipped)
     if run_dir is None:
         run_dir = new_run_dir(runs_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,8 @@ UPSTREAM = (
 RESERVED_STAGE_NAMES = {UPSTREAM}
 
 TOP_KEYS = {"description", "upstream", "commit", "sparse", "stages", "smoke", "checkpoint"}
-STAGE_KEYS = {"name", "description", "patch", "meta"}
+STAGE_KEYS = {"name", "description", "patch", "meta", "mode"}
+MODES = ("lazy", "eager")  # Habana's execution modes (PT_HPU_LAZY_MODE=1 / 0)
 _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 SMOKE_KEYS = {
     "script",
@@ -76,6 +77,7 @@ SMOKE_KEYS = {
     "kind",
     "max_steps",
     "workdir",
+    "mode",
 }
 SMOKE_KINDS = ("samples", "training")  # what the script is: an image generator, or training
 PROBE_KEYS = {"batch", "step", "load"}
@@ -90,6 +92,7 @@ class Stage:
     description: str
     patch: Path
     meta: dict[str, str] = field(default_factory=dict)
+    mode: str | None = None  # the mode its Gaudi feature needs (HPU graphs: lazy); None: any
 
     @property
     def tag(self) -> str:
@@ -156,6 +159,7 @@ class SmokeSpec:
     kind: str = "samples"  # one of SMOKE_KINDS
     max_steps: int | None = None  # training: optimizer steps before the probe ends the script
     workdir: str = "."  # the script's working folder, in the workspace (pytorch/examples: its own)
+    mode: str = "lazy"  # on a Gaudi without --mode: the release's default; elsewhere this
 
     @property
     def training(self) -> bool:
@@ -472,7 +476,12 @@ def _validate(path: Path, data: dict[str, Any], check_patches: bool) -> Recipe:
                 raise meta.fail(key, 'DEP-3 fields are Name = "text"')
             if key.lower() in RESERVED_TRAILERS:
                 raise meta.fail(key, "is reserved: migrate writes this trailer itself")
-        stages.append(Stage(stage_name, description.strip(), patch, dict(meta.data)))
+        stage_mode = entry.string("mode")
+        if stage_mode is not None and stage_mode not in MODES:
+            raise entry.fail("mode", f"must be one of {', '.join(MODES)}, got {stage_mode!r}")
+        stages.append(
+            Stage(stage_name, description.strip(), patch, dict(meta.data), mode=stage_mode)
+        )
     return Recipe(
         name=name,
         path=path,
@@ -535,6 +544,9 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
     if table.data.get("outdir_option") != "":
         outdir = table.string("outdir_option", None if kind == "training" else "--outdir")
     log_level = table.data.get("log_level", 1)
+    mode = table.string("mode", "lazy") or "lazy"
+    if mode not in MODES:
+        raise table.fail("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(log_level, bool) or log_level not in (1, 2, 3):
         raise table.fail("log_level", f"must be 1, 2 or 3, got {log_level!r}")
     return SmokeSpec(
@@ -555,6 +567,7 @@ def parse_smoke(data: Any, path: Path | str) -> SmokeSpec:
         kind=kind,
         max_steps=int(max_steps) if max_steps is not None else None,
         workdir=table.relative_path("workdir", "."),
+        mode=mode,
     )
 
 

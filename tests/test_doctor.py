@@ -231,18 +231,50 @@ def test_gpu_migration_by_variable_from_release_1_17() -> None:
         "env": {},
         "import": ok("habana_frameworks.torch"),
         "version": "1.17.0",
-        "gpu_migration": True,
+        "gpu_migration": ok("imports"),
         "is_lazy": ok(False),
         "graphs": ok(["Stream"]),
         "device": ok({"available": True, "count": 8}),
     }
     named = by_name(evaluate(facts, env={"PT_HPU_LAZY_MODE": "0"}))
-    assert "PT_HPU_GPU_MIGRATION=1 (1.17+)" in named["GPU Migration"].summary
+    # 1.17: the variable exists but is read only when habana_frameworks.torch is imported
+    summary = named["GPU Migration"].summary
+    assert "PT_HPU_GPU_MIGRATION=1" in summary and "still needs the import" in summary
+    assert named["Gaudi release"].summary.startswith("1.17: PyTorch 2.3.1, default mode lazy")
     assert named["lazy mode"].status == doctor.WARNING
-    assert named["HPU graphs"].status == doctor.MISSING
-    assert "HPUGraph" in named["HPU graphs"].summary
+    assert "PT_HPU_LAZY_MODE=1" in (named["lazy mode"].fix or "")
+    # eager mode: the bridge exports HPU graphs in lazy mode only, and the fix is the mode
+    graphs = named["HPU graphs"]
+    assert graphs.status == doctor.WARNING and "HPUGraph, stream" in graphs.summary
+    assert graphs.fix is not None and "PT_HPU_LAZY_MODE=1" in graphs.fix
+    facts["habana"]["version"] = "1.18.0"
+    assert "alone" in by_name(evaluate(facts))["GPU Migration"].summary
     facts["habana"]["version"] = "1.12.0"
-    assert "1.17" not in by_name(evaluate(facts))["GPU Migration"].summary
+    assert "does not exist yet" in by_name(evaluate(facts))["GPU Migration"].summary
+    facts["habana"]["version"] = "1.23.0"
+    named = by_name(evaluate(facts, env={"PT_HPU_LAZY_MODE": "0"}))
+    release = named["Gaudi release"].summary
+    assert "default mode eager" in release and "lazy mode is deprecated" in release
+    assert named["lazy mode"].status == doctor.OK  # eager is this release's default
+
+
+def test_gpu_migration_that_does_not_import_names_the_reason_and_the_fix() -> None:
+    """Proved by importing it (in a throwaway interpreter), not by finding it."""
+    facts = facts_for()
+    facts["habana"] = {
+        "env": {},
+        "import": ok("habana_frameworks.torch"),
+        "version": "1.17.0.495",
+        "gpu_migration": err("RuntimeError: ModuleNotFoundError: No module named 'pkg_resources'"),
+        "is_lazy": ok(True),
+        "graphs": ok(["HPUGraph", "Stream", "stream"]),
+        "device": ok({"available": True, "count": 8}),
+    }
+    line = by_name(evaluate(facts))["GPU Migration"]
+    assert line.status == doctor.MISSING and "pkg_resources" in line.summary
+    assert line.fix is not None and "setuptools<81" in line.fix
+    facts["habana"]["version"] = "1.20.0"  # no row: said, not guessed silently
+    assert by_name(evaluate(facts))["Gaudi release"].status == doctor.WARNING
 
 
 # -- the probe, run for real -----------------------------------------------------------------
@@ -275,11 +307,13 @@ def test_probe_asks_the_real_habana_api_names(fake_gaudi_facts: dict[str, Any]) 
     """Against the fake: hpu as a package, utils.internal.is_lazy, hpu.is_available,
     wrap_in_hpu_graph and HPUGraph; gpu_migration found without being imported."""
     lines = by_name(checks.gaudi_checks(fake_gaudi_facts, {"PT_HPU_LAZY_MODE": "1"}))
+    release = lines.pop("Gaudi release")  # the double has no version: no release row
+    assert release.status == doctor.WARNING
     assert [lines[n].status for n in lines] == ["ok"] * 5, lines
     assert lines["Gaudi device"].summary == "1 HPU(s)"
     assert lines["lazy mode"].summary.startswith("lazy")
     hb = fake_gaudi_facts["habana"]
-    assert hb["gpu_migration"] is True
+    assert hb["gpu_migration"] == ok("imports")
     assert hb["is_lazy"] == ok(True)
 
 
@@ -290,8 +324,11 @@ def test_probe_does_not_switch_gpu_migration_on(tmp_path: Path) -> None:
     env["MIGRATE_HPU_SIM_CALLS"] = str(log)
     facts = doctor.run_probe(sys.executable, env, sections=["habana"])
     assert facts["habana"]["import"]["ok"] and "torch" not in facts
-    calls = [json.loads(line)["call"] for line in log.read_text().splitlines()]
-    assert "gpu_migration.import" not in calls
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    probe = {c["pid"] for c in calls if c["call"] == "core.import"}
+    # imported to prove it works, but in a throwaway interpreter, not the probe's
+    migration = {c["pid"] for c in calls if c["call"] == "gpu_migration.import"}
+    assert probe and migration and not probe & migration
 
 
 def test_probe_in_eager_mode_warns(tmp_path: Path) -> None:
@@ -409,3 +446,66 @@ def test_the_probe_measures_a_cuda_torchs_packages() -> None:
     found = facts["torch"]["cuda_packages"]
     assert found["ok"] and found["value"]["bytes"] > 0
     assert all(n.startswith("nvidia-") or n == "triton" for n in found["value"]["names"])
+
+
+# -- stand-ins for a 1.12 and a 1.23 image (a stub made here, not Habana's bridge) ----------------
+
+
+def _image_stub(root: Path, plugin: str, migration_ok: bool) -> dict[str, str]:
+    """habana_frameworks and a habana-torch-plugin distribution of version `plugin`, in `root`."""
+    files = {
+        "habana_frameworks/__init__.py": "",
+        "habana_frameworks/torch/__init__.py": "",
+        "habana_frameworks/torch/core.py": "def mark_step():\n    pass\n",
+        "habana_frameworks/torch/utils/__init__.py": "",
+        "habana_frameworks/torch/utils/internal.py": "def is_lazy():\n    return True\n",
+        "habana_frameworks/torch/hpu/__init__.py": (
+            "class HPUGraph: pass\nclass Stream: pass\ndef stream(s): pass\n"
+            "def is_available(): return True\ndef device_count(): return 8\n"
+        ),
+        "habana_frameworks/torch/gpu_migration.py": (
+            "" if migration_ok else "import pkg_resources_removed_in_setuptools_81\n"
+        ),
+        f"habana_torch_plugin-{plugin}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: habana-torch-plugin\nVersion: {plugin}\n"
+        ),
+    }
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(root)
+    env["PT_HPU_LAZY_MODE"] = "1"
+    return env
+
+
+@pytest.mark.parametrize(
+    ("plugin", "default", "how"),
+    [
+        ("1.12.0.480", "lazy", "import habana_frameworks.torch.gpu_migration first thing"),
+        ("1.23.0.695", "eager", "PT_HPU_GPU_MIGRATION=1 alone"),
+    ],
+)
+def test_doctor_names_the_release_row_its_mode_and_how_migration_is_enabled(
+    tmp_path: Path, plugin: str, default: str, how: str
+) -> None:
+    """On Python 3.10 where pyenv has it (a 1.12 image's Ubuntu 22.04 Python), else this one."""
+    py310 = Path(os.path.expanduser("~/.pyenv/versions/3.10.13/bin/python"))
+    python = str(py310) if py310.is_file() else sys.executable
+    env = _image_stub(tmp_path, plugin, migration_ok=True)
+    facts = doctor.run_probe(python, env, sections=["habana"])
+    named = by_name(checks.gaudi_checks(facts, env))
+    row = named["Gaudi release"]
+    assert row.status == doctor.OK and f"default mode {default}" in row.summary
+    assert row.summary.startswith(plugin[:4])
+    assert named["GPU Migration"].status == doctor.OK and how in named["GPU Migration"].summary
+    assert named["HPU graphs"].status == doctor.OK
+
+
+def test_doctor_proves_gpu_migration_by_importing_it(tmp_path: Path) -> None:
+    env = _image_stub(tmp_path, "1.17.0.495", migration_ok=False)
+    facts = doctor.run_probe(sys.executable, env, sections=["habana"])
+    line = by_name(checks.gaudi_checks(facts, env))["GPU Migration"]
+    assert line.status == doctor.MISSING
+    assert "pkg_resources_removed_in_setuptools_81" in line.summary

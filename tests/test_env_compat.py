@@ -190,3 +190,21 @@ def test_the_cpu_hint_is_the_first_line_and_said_with_o(
     monkeypatch.setattr(machine, "nvidia_gpu", lambda: True)
     constraints.main([])
     assert "note:" not in capsys.readouterr().out
+
+
+def test_gpu_migration_needs_setuptools_below_81() -> None:
+    """habana_frameworks.torch.gpu_migration imports pkg_resources (1.17's sources)."""
+    from migrate.env import compat
+
+    found = compat.conflicts({"habana-torch-plugin": "1.17.0.495", "setuptools": "81.0.0"})
+    assert [(c.package, c.rule.need) for c in found] == [("setuptools", "setuptools<81")]
+    assert not compat.conflicts({"habana-torch-plugin": "1.17.0.495", "setuptools": "80.9.0"})
+
+
+def test_constraints_name_the_gaudi_release_they_were_made_on() -> None:
+    from migrate.env import constraints
+
+    text = constraints.render([], "python3", versions={"habana-torch-plugin": "1.17.0.495"})
+    assert "# Intel Gaudi software 1.17: PyTorch 2.3.1, default mode lazy" in text
+    unknown = constraints.render([], "p", versions={"habana-torch-plugin": "9.9"})
+    assert "not in migrate's release table" in unknown

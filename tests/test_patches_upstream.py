@@ -1,6 +1,6 @@
 """The stable-diffusion patch stack on the real upstream (skipped unless MIGRATE_SOURCE is set).
 
-Proves: the four stages apply in order with no offset and no fuzz; `migrate refresh` leaves each
+Proves: the five stages apply in order with no offset and no fuzz; `migrate refresh` leaves each
 patch as it is; on the CPU (through migrate's GPU Migration emulator) every stage renders
 byte-identical samples with the same seed; and the patched call sites drive the Gaudi APIs as
 they should, observed through hpu-sim's stand-in `habana_frameworks` (migrate/shim/hpusim; it
@@ -30,7 +30,7 @@ from migrate.shim.hpusim import STAND_IN
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches" / "stable-diffusion"
 HPU_SIM = Path(STAND_IN)
-STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
+STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu", "compile"]
 COMMIT = "a166aa7fbf578f41f855efeab2e14001d6732563"
 # Small but complete: classifier-free guidance (--scale 5.0), two batches of two samples.
 TXT2IMG = tuple(

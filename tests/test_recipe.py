@@ -140,7 +140,19 @@ def test_shipped_recipe_structure() -> None:
     recipe = load_recipe("stable-diffusion", check_patches=False)
     assert recipe.upstream == "https://github.com/pesser/stable-diffusion.git"
     assert recipe.commit == COMMIT
-    assert [s.name for s in recipe.stages] == ["compat", "minimal", "hpu_graph", "randn_to_cpu"]
+    assert [s.name for s in recipe.stages] == [
+        "compat",
+        "minimal",
+        "hpu_graph",
+        "randn_to_cpu",
+        "compile",
+    ]
+    # the mode each stage's Gaudi feature needs, and the recipe's own (the 1.12 guide's)
+    assert {s.name: s.mode for s in recipe.stages if s.mode} == {
+        "hpu_graph": "lazy",
+        "compile": "eager",
+    }
+    assert recipe.smoke.mode == "lazy"
     assert "!/assets/" in recipe.sparse and "!/data/" in recipe.sparse
     assert recipe.smoke is not None and recipe.smoke.script == "scripts/txt2img.py"
     assert recipe.checkpoint and recipe.checkpoint.path == "models/ldm/text2img-large/model.ckpt"
@@ -158,7 +170,7 @@ def test_shipped_recipe_loads_with_its_patches() -> None:
     if missing:
         pytest.skip(f"patches not written yet for stages: {', '.join(missing)}")
     recipe = load_recipe("stable-diffusion")
-    assert len(recipe.stages) == 4
+    assert len(recipe.stages) == 5
 
 
 def test_recipes_command_lists_the_shipped_recipe() -> None:

@@ -1,5 +1,5 @@
 """`migrate run` on the real pesser/stable-diffusion upstream: tiny random-weight model, CPU,
-all four stages. Runs only where the mirror is given (MIGRATE_SOURCE) and the upstream's
+all five stages. Runs only where the mirror is given (MIGRATE_SOURCE) and the upstream's
 packages are installed; takes minutes on 2 cores."""
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def test_run_all_stages_on_cpu_with_identical_samples(real_upstream: Path, tmp_p
         "minimal",
         "hpu_graph",
         "randn_to_cpu",
+        "compile",
     ]
     for stage in stages:
         m = stage["metrics"]
@@ -66,5 +67,12 @@ def test_run_all_stages_on_cpu_with_identical_samples(real_upstream: Path, tmp_p
         assert m["model"]["random_weights"] is True
         assert len(m["timing"]["batch_s"]) == 3 and len(m["samples"]) == 6
         assert m["versions"]["transformers"]
-    assert [s["identical_to_previous"] for s in stages] == [None, True, True, True]
+    assert [s["identical_to_previous"] for s in stages] == [None, True, True, True, True]
+    # torch.compile only at `compile`, counted exactly (aot_eager on the CPU: same samples)
+    assert [s["compile"] is None for s in stages] == [True, True, True, True, False]
+    counts = stages[-1]["compile"]
+    assert counts["graphs"] >= 1 and counts["graph_breaks"] == sum(
+        site["count"] for site in counts["break_sites"]
+    )
+    assert all(s["mode"] == "lazy" for s in stages)  # the recipe's, on the CPU
     assert "random" in done.stderr

@@ -398,3 +398,32 @@ def test_bad_smoke_table_is_one_line_naming_file_and_key(
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert str(recipe) in done.stderr and "outdir_option" in done.stderr
+
+
+def test_smoke_mode_is_set_recorded_and_said(toy: dict[str, Path]) -> None:
+    """--mode eager: PT_HPU_LAZY_MODE=0 in the script's process, said up front, in metrics and
+    the report."""
+    done = migrate(
+        "smoke",
+        "compat",
+        "--recipe",
+        str(RECIPE),
+        "--workspace",
+        str(toy["ws"]),
+        "--runs-dir",
+        str(toy["runs"]),
+        "--device",
+        "cpu",
+        "--mode",
+        "eager",
+        "--run-id",
+        "eager",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "mode: eager (--mode)" in done.stderr
+    stage = toy["runs"] / "eager" / "compat"
+    assert metrics(stage)["mode"] == "eager"
+    start = json.loads((stage / "events.jsonl").read_text().splitlines()[0])
+    assert start["event"] == "start" and start["PT_HPU_LAZY_MODE"] == "0"  # as the script saw it
+    report = json.loads(migrate("compare", str(toy["runs"] / "eager"), "--format", "json").stdout)
+    assert report["stages"][0]["mode"] == "eager" and report["stages"][0]["compile"] is None

@@ -93,7 +93,7 @@ def test_shipped_recipes_and_patches_are_read_from_the_wheel(
 ) -> None:
     listed = cli(installed, tmp_path, "recipes")
     assert listed.returncode == 0, listed.stderr
-    assert "stable-diffusion  a166aa7fbf57  4 stages" in listed.stdout
+    assert "stable-diffusion  a166aa7fbf57  5 stages" in listed.stdout
     assert "patches missing" not in listed.stdout
     stages = cli(installed, tmp_path, "stages")
     assert stages.returncode == 0, stages.stderr

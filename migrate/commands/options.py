@@ -93,6 +93,7 @@ def run_options(
     repeat: int | None,
     python: str | None,
     max_steps: int | None = None,
+    mode: str | None = None,
 ) -> RunOptions:
     """`pipeline.RunOptions` from the options `run` and `smoke` share (and the args after `--`)."""
     from migrate import pipeline
@@ -105,6 +106,7 @@ def run_options(
         timeout=timeout,
         repeat=repeat,
         max_steps=max_steps,
+        mode=mode,
     )
     if python is not None:
         options.python = interpreter(python)
@@ -119,6 +121,14 @@ device_option = click.option(
     help="auto: a Gaudi (real GPU Migration) if present, else CUDA, else the CPU "
     "(both through the emulator, which logs what GPU Migration would change). hpu-sim: a "
     "Gaudi simulated on the CPU (the recipe's Gaudi code runs; lazy-mode semantics, not speed).",
+)
+mode_option = click.option(
+    "--mode",
+    type=click.Choice(["lazy", "eager"]),
+    default=None,
+    help="Habana's execution mode, set as PT_HPU_LAZY_MODE for the script: lazy (HPU graphs, "
+    "the 1.12 guide's) or eager (torch.compile) [default: on a Gaudi the installed "
+    "release's default, elsewhere the recipe's].",
 )
 model_option = click.option(
     "--model",

@@ -112,6 +112,18 @@ class StageProgress:
             )
         elif what == "resume":
             self.console.print(f"resuming run {details['run_dir']}", soft_wrap=True)
+        elif what == "mode":
+            self.console.print(
+                f"mode: {details['mode']} ({details['why']})", soft_wrap=True, markup=False
+            )
+            for name, needs in details.get("unavailable") or []:
+                self.console.print(
+                    f"{name}: needs {needs} mode on a Gaudi (there, in {details['mode']} mode, "
+                    "it runs without its feature and says so)",
+                    soft_wrap=True,
+                    markup=False,
+                    style="yellow",
+                )
         elif what == "move":
             self.console.print(
                 f"moving the workspace from {details['current']} to {stage}", soft_wrap=True

@@ -12,6 +12,7 @@ from migrate.commands.options import (
     ckpt_option,
     device_option,
     max_steps_option,
+    mode_option,
     model_option,
     python_option,
     recipe_option,
@@ -29,6 +30,7 @@ from migrate.commands.output import StageProgress, print_report, raise_if_failed
 @workspace_option
 @click.option("--through", default=None, help="Stop after this stage [default: all stages].")
 @device_option
+@mode_option
 @model_option
 @ckpt_option
 @click.option(
@@ -56,6 +58,7 @@ def run(
     workspace: str | None,
     through: str | None,
     device: str,
+    mode: str | None,
     model: str | None,
     ckpt: Path | None,
     source: str | None,
@@ -78,6 +81,7 @@ def run(
       migrate run --source /path/to/stable-diffusion-mirror   # offline: a local mirror
       migrate run --through minimal --device cpu
       migrate run --device hpu-sim                            # rehearse the Gaudi path on the CPU
+      migrate run --mode eager                                # torch.compile's mode on a Gaudi
       migrate run --resume                                    # finish an interrupted run
       migrate run -- --ddim_steps 10                          # extra script arguments
     """
@@ -98,6 +102,7 @@ def run(
         repeat=repeat,
         python=python,
         max_steps=max_steps,
+        mode=mode,
     )
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:

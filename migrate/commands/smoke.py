@@ -12,6 +12,7 @@ from migrate.commands.options import (
     ckpt_option,
     device_option,
     max_steps_option,
+    mode_option,
     model_option,
     python_option,
     recipe_option,
@@ -29,6 +30,7 @@ from migrate.commands.output import StageProgress, raise_if_failed, report_resul
 @recipe_option
 @workspace_option
 @device_option
+@mode_option
 @model_option
 @ckpt_option
 @repeat_option("1")
@@ -48,6 +50,7 @@ def smoke(
     recipe: str,
     workspace: str | None,
     device: str,
+    mode: str | None,
     model: str | None,
     ckpt: Path | None,
     repeat: int | None,
@@ -86,6 +89,7 @@ def smoke(
         repeat=repeat,
         python=python,
         max_steps=max_steps,
+        mode=mode,
     )
     console = Console(stderr=True, highlight=False)
     with StageProgress(console) as progress:

@@ -14,6 +14,7 @@ from typing import Any
 
 from migrate.doctor import CHECKPOINT, CUDA, GAUDI, MAIN, MISSING, OK, WARNING, Check
 from migrate.doctor.compat import Conflict, conflicts, release
+from migrate.env import releases
 from migrate.env.compat import TORCHVISION_FOR_TORCH
 from migrate.env.machine import CPU_INDEX, CPU_TORCH_INSTALL, pypi_torch_is_cuda
 
@@ -375,9 +376,12 @@ def gaudi_checks(facts: Mapping[str, Any], env: Mapping[str, str]) -> list[Check
                 "check the container sees the devices (hl-smi) and HABANA_VISIBLE_DEVICES",
             )
         )
-    lines.append(_gpu_migration(hb, version, env))
+    row = releases.release(version)
+    lines.append(_release_check(version, row))
+    lines.append(_gpu_migration(hb, row, env))
     lazy = hb.get("is_lazy")
     mode = env.get("PT_HPU_LAZY_MODE")
+    default = f"; migrate run's default here: {row.default_mode}" if row else ""
     if _ok(lazy) and lazy["value"]:
         lines.append(Check("lazy mode", GAUDI, OK, f"lazy (PT_HPU_LAZY_MODE={mode or 'unset'})"))
     elif _ok(lazy):
@@ -385,10 +389,10 @@ def gaudi_checks(facts: Mapping[str, Any], env: Mapping[str, str]) -> list[Check
             Check(
                 "lazy mode",
                 GAUDI,
-                WARNING,
-                f"eager (PT_HPU_LAZY_MODE={mode or 'unset'}); migrate run sets "
-                "PT_HPU_LAZY_MODE=1 for its runs, and hpu_graph needs lazy mode",
-                "export PT_HPU_LAZY_MODE=1 for your own runs",
+                OK if row and row.default_mode == releases.EAGER else WARNING,
+                f"eager (PT_HPU_LAZY_MODE={mode or 'unset'}): torch.compile's mode; HPU graphs "
+                f"(the hpu_graph stage) need lazy mode{default}",
+                "PT_HPU_LAZY_MODE=1 for lazy mode (migrate run --mode lazy sets it for a run)",
             )
         )
     else:
@@ -403,40 +407,68 @@ def gaudi_checks(facts: Mapping[str, Any], env: Mapping[str, str]) -> list[Check
         )
     graphs = hb.get("graphs")
     have = set(graphs["value"]) if _ok(graphs) else set()
-    if {"wrap_in_hpu_graph", "HPUGraph"} <= have:
-        lines.append(Check("HPU graphs", GAUDI, OK, "hpu.wrap_in_hpu_graph and hpu.HPUGraph"))
+    wanted = {"HPUGraph", "Stream", "stream"}  # what the hpu_graph stage uses
+    if wanted <= have:
+        lines.append(Check("HPU graphs", GAUDI, OK, "hpu.HPUGraph, hpu.Stream and hpu.stream"))
     else:
-        missing = sorted({"wrap_in_hpu_graph", "HPUGraph"} - have)
+        missing = sorted(wanted - have)
+        eager = _ok(lazy) and not lazy["value"]
         lines.append(
             Check(
                 "HPU graphs",
                 GAUDI,
-                MISSING,
+                WARNING if eager else MISSING,
                 f"habana_frameworks.torch.hpu lacks {', '.join(missing)}"
                 + ("" if _ok(graphs) else f" ({_err(graphs)})")
-                + ": the hpu_graph stage runs its plain path",
-                GAUDI_FIX,
+                + (" (the bridge exports them in lazy mode only)" if eager else "")
+                + ": the hpu_graph stage runs the plain call and says so",
+                "PT_HPU_LAZY_MODE=1 (migrate run --mode lazy)" if eager else GAUDI_FIX,
             )
         )
     return lines
 
 
-def _gpu_migration(hb: Mapping[str, Any], version: str | None, env: Mapping[str, str]) -> Check:
-    if not hb.get("gpu_migration"):
+def _release_check(version: str | None, row: releases.Release | None) -> Check:
+    """The installed release's row of `migrate.env.releases`."""
+    if row is None:
+        known = ", ".join(r.version for r in releases.RELEASES)
         return Check(
-            "GPU Migration",
+            "Gaudi release",
             GAUDI,
-            MISSING,
-            "habana_frameworks.torch.gpu_migration not found",
-            "use SynapseAI 1.12 or newer (GPU Migration ships with it)",
+            WARNING,
+            f"habana-torch-plugin {version or '(version ?)'}: not in migrate's release table "
+            f"({known}); modes and GPU Migration are assumed as in {releases.newest().version}",
         )
-    switched = env.get("PT_HPU_GPU_MIGRATION") == "1"
-    by_env = version is not None and release(version)[:2] >= (1, 17)
-    how = "by import (the minimal stage's ldm/hpu.py)"
-    if by_env:
-        how += " or PT_HPU_GPU_MIGRATION=1 (1.17+)"
-    note = "; PT_HPU_GPU_MIGRATION=1 is set" if switched else ""
-    return Check("GPU Migration", GAUDI, OK, f"available, on {how}{note}")
+    deprecated = "; lazy mode is deprecated (a legacy fallback)" if row.lazy_deprecated else ""
+    return Check(
+        "Gaudi release",
+        GAUDI,
+        OK,
+        f"{row.version}: PyTorch {row.torch}, default mode {row.default_mode}, torch.compile "
+        f"{row.compile}{deprecated}; Python of its images: {row.pythons()}",
+    )
+
+
+def _gpu_migration(
+    hb: Mapping[str, Any], row: releases.Release | None, env: Mapping[str, str]
+) -> Check:
+    """GPU Migration proven by importing it (in a throwaway interpreter), and how to switch it on
+    in this release."""
+    found = hb.get("gpu_migration")
+    if not _ok(found):
+        error = _err(found)
+        if "pkg_resources" in error:
+            fix = "python -m pip install 'setuptools<81' (GPU Migration imports pkg_resources)"
+        elif "No module named 'habana_frameworks.torch.gpu_migration'" in error:
+            fix = "use Intel Gaudi software 1.12 or newer (GPU Migration ships with it)"
+        elif "AssertionError" in error or "torch" in error:
+            fix = "keep the image's own torch (GPU Migration asserts the version it was built for)"
+        else:
+            fix = GAUDI_FIX
+        return Check("GPU Migration", GAUDI, MISSING, f"does not import: {error}", fix)
+    how = (row or releases.newest()).migration()
+    note = "; PT_HPU_GPU_MIGRATION=1 is set" if env.get("PT_HPU_GPU_MIGRATION") == "1" else ""
+    return Check("GPU Migration", GAUDI, OK, f"imports; switched on by {how}{note}")
 
 
 def cuda_check(facts: Mapping[str, Any]) -> Check:

@@ -8,8 +8,10 @@ migrate works) and only observes: every question is answered by doing what the j
 (import, convert, load a tokenizer offline) and recording the outcome, never by guessing from
 version numbers; version rules are applied afterwards, in `migrate.doctor`.
 
-It never imports `habana_frameworks.torch.gpu_migration` (importing it switches GPU
-Migration on for the process); its presence is looked up without importing it.
+It never imports `habana_frameworks.torch.gpu_migration` itself (importing it switches GPU
+Migration on for the process): it proves the package by importing it in a throwaway child
+interpreter, since finding it is not enough (its import needs `pkg_resources`, i.e.
+setuptools < 81, and asserts the torch version it was built for).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import importlib.util
 import json
 import os
 import platform
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable
@@ -140,9 +143,7 @@ def probe_habana() -> dict[str, Any]:
         return facts
     module = sys.modules["habana_frameworks.torch"]
     facts["version"] = getattr(module, "__version__", None)
-    facts["gpu_migration"] = (
-        importlib.util.find_spec("habana_frameworks.torch.gpu_migration") is not None
-    )
+    facts["gpu_migration"] = _attempt(_gpu_migration_imports)
     facts["core"] = _attempt(
         lambda: callable(importlib.import_module("habana_frameworks.torch.core").mark_step)
     )
@@ -152,7 +153,8 @@ def probe_habana() -> dict[str, Any]:
 
     def graphs() -> list[str]:
         hpu = importlib.import_module("habana_frameworks.torch.hpu")
-        return [n for n in ("wrap_in_hpu_graph", "HPUGraph", "Stream") if hasattr(hpu, n)]
+        # what the hpu_graph stage uses (not wrap_in_hpu_graph)
+        return [n for n in ("HPUGraph", "Stream", "stream") if hasattr(hpu, n)]
 
     facts["graphs"] = _attempt(graphs)
 
@@ -163,6 +165,24 @@ def probe_habana() -> dict[str, Any]:
 
     facts["device"] = _attempt(device)
     return facts
+
+
+def _gpu_migration_imports() -> str:
+    """Import GPU Migration in a throwaway interpreter; its last error line when it fails."""
+    name = "habana_frameworks.torch.gpu_migration"
+    if importlib.util.find_spec(name) is None:
+        raise ModuleNotFoundError(f"No module named {name!r}")
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {name}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"exit code {done.returncode}")
+    return "imports"
 
 
 def probe_lightning() -> dict[str, Any]:

@@ -58,6 +58,12 @@ RULES: tuple[Rule, ...] = (
         "setuptools<81",
         "pytorch-lightning 1.x imports pkg_resources, which setuptools 81 removed",
     ),
+    Rule(
+        "habana-torch-plugin>=0",
+        "setuptools<81",
+        "Habana's GPU Migration (habana_frameworks.torch.gpu_migration) imports pkg_resources, "
+        "which setuptools 81 removed (read in the 1.17 package sources)",
+    ),
     *(
         Rule(
             f"torch=={major}.{minor}.*",

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrate.env import compat, machine
+from migrate.env import compat, machine, releases
 from migrate.errors import BadInput, MigrateError
 
 NOTE = "# note: "  # a line the user must see before installing (also printed with -o)
@@ -57,8 +57,15 @@ def lines_for(versions: Mapping[str, str]) -> list[Line]:
     return out
 
 
-def render(lines: list[Line], python: str, hint: str | None = None) -> str:
-    """The constraints file's text: a header saying where it came from, then one line each.
+def render(
+    lines: list[Line],
+    python: str,
+    hint: str | None = None,
+    *,
+    versions: Mapping[str, str] | None = None,
+) -> str:
+    """The constraints file's text: a header saying where it came from (and the Gaudi software
+    release it was made on, from `migrate.env.releases`), then one line each.
 
     `hint` (the CPU-torch hint) comes first, as a `# note: ` line: what the user sees first.
     """
@@ -67,6 +74,15 @@ def render(lines: list[Line], python: str, hint: str | None = None) -> str:
         f"# pip constraints from what {python} has installed (python -m migrate.env.constraints).",
         "# Use: python -m pip install -c THIS_FILE -e '.[sd]'   (same interpreter)",
     ]
+    plugin = (versions or {}).get("habana-torch-plugin")
+    if plugin:
+        row = releases.release(plugin)
+        text.append(
+            f"# Intel Gaudi software {row.version}: PyTorch {row.torch}, default mode "
+            f"{row.default_mode}; GPU Migration: {row.migration()}"
+            if row
+            else f"# habana-torch-plugin {plugin}: not in migrate's release table"
+        )
     if not lines:
         text.append("# no torch installed: pip chooses freely")
     last_why = None
@@ -89,7 +105,7 @@ def text_for(python: str | None = None) -> str:
         hint = machine.cpu_torch_hint(
             versions, cuda_wheel=machine.pypi_torch_is_cuda(), gpu=machine.nvidia_gpu()
         )
-        return render(lines_for(versions), sys.executable, hint)
+        return render(lines_for(versions), sys.executable, hint, versions=versions)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))

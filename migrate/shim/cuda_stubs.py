@@ -231,7 +231,10 @@ def _positional(api: str) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
 # kwargs) -> text)). The kind is Habana's (e.g. current_device is hpu_modified, the memory
 # statistics hpu_match) so that an emulated log lines up with a Gaudi one; the replacement says
 # what the CPU did, e.g. "Dummy (0)" where the CPU has nothing to report.
-Stub = tuple[str | None, Callable[..., Any], str | Callable[[tuple[Any, ...], dict[str, Any]], str]]
+if TYPE_CHECKING:  # for type checkers only: `tuple[...]` and `X | Y` fail at run time on 3.8
+    Stub = tuple[
+        str | None, Callable[..., Any], str | Callable[[tuple[Any, ...], dict[str, Any]], str]
+    ]
 STUBS: dict[str, Stub] = {
     "is_available": ("match", lambda: True, "True (the CPU stands in for the GPU)"),
     "is_initialized": ("match", lambda: True, "True (the CPU stands in for the GPU)"),

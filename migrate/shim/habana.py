@@ -69,9 +69,9 @@ def value_str(value: Any, name: str = "") -> str:
     kind = type(value)
     if kind in _SIMPLE:
         return str(value)
-    if isinstance(value, torch.nn.Module | torch.utils.data.Dataset) and name:
+    if isinstance(value, (torch.nn.Module, torch.utils.data.Dataset)) and name:  # 3.8: no X | Y
         return name
-    if isinstance(value, torch.Tensor | tuple | list | dict):
+    if isinstance(value, (torch.Tensor, tuple, list, dict)):
         return value_repr(value)
     try:
         return _one_line(str(value))

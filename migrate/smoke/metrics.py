@@ -113,6 +113,13 @@ class StageMetrics:
     stderr: str = "stderr.log"
     started: str = ""
     finished: str = ""
+    # Habana's execution mode the child was started with (PT_HPU_LAZY_MODE): "lazy" | "eager"
+    mode: str | None = None
+    # torch.compile in the child: {graphs, graph_breaks, recompiles, frames, break_sites: [{site,
+    # reason, count}]} (migrate.smoke.compile_counts); None where the script compiled nothing
+    compile: dict[str, Any] | None = None
+    # warnings from the upstream's own files (migrate.smoke.stage_notes): [{site, message, count}]
+    notes: list[dict[str, Any]] = field(default_factory=list)
     schema: int = SCHEMA
 
     @property

@@ -36,7 +36,9 @@ from collections.abc import Callable
 from typing import Any
 
 from migrate.importhook import when_imported
+from migrate.smoke.compile_counts import CompileCounts
 from migrate.smoke.lazy import COUNTER as LAZY
+from migrate.smoke.stage_notes import StageNotes
 
 EVENTS_ENV = "MIGRATE_PROBE_EVENTS"
 TARGETS_ENV = "MIGRATE_PROBE_TARGETS"
@@ -154,6 +156,8 @@ class Probe:
         self.steps = 0
         self.step_timing = _step_timing_asked()
         self._depth = threading.local()
+        self.compile_counts = CompileCounts()  # torch.compile: graphs, breaks, recompilations
+        self.stage_notes = StageNotes()  # the upstream's own warnings (a feature it skipped)
         self._by_module: dict[str, list[tuple[str, str]]] = {}
         for kind in ("batch", "step", "load"):
             for target in targets.get(kind, []):
@@ -176,7 +180,7 @@ class Probe:
             self.recorder.emit("probe_wrapped", kind=kind, target=f"{module.__name__}:{qualname}")
 
     def _wrap(self, kind: str, raw: Any, target: str) -> Any:
-        if isinstance(raw, staticmethod | classmethod):
+        if isinstance(raw, (staticmethod, classmethod)):  # not X | Y: Python 3.8
             return type(raw)(self._wrap(kind, raw.__func__, target))
         handler = {"batch": self._timed_batch, "step": self._counted_step, "load": self._timed_load}
         return handler[kind](raw, target)
@@ -263,15 +267,20 @@ class Probe:
     # -- import hook -----------------------------------------------------------------
     def install(self) -> None:
         when_imported({name: self.patch_module for name in self._by_module})
+        self.compile_counts.install()
+        self.stage_notes.install()
         atexit.register(self.finish)
 
     def finish(self) -> None:
         self.recorder.emit(
             "end",
+            pid=os.getpid(),  # the script's own, apart from its children's (compile workers)
             batches=self.batches,
             steps=self.steps,
             versions=_versions(),
             lazy=LAZY.report(self.steps),
+            compile=self.compile_counts.snapshot(),
+            notes=self.stage_notes.snapshot(),
             **_device_and_memory(),
         )
 
@@ -285,7 +294,9 @@ def _start() -> None:
         targets = json.loads(os.environ.get(TARGETS_ENV) or "{}")
     except ValueError:
         targets = {}
-    recorder.emit("start", pid=os.getpid(), argv=sys.argv)
+    # the execution mode as this process sees it (set by --mode; Habana's bridge reads it)
+    lazy = os.environ.get("PT_HPU_LAZY_MODE")
+    recorder.emit("start", pid=os.getpid(), argv=sys.argv, PT_HPU_LAZY_MODE=lazy)
     Probe(recorder, targets).install()
 
 

@@ -34,6 +34,7 @@ from migrate.smoke.metrics import (
     sha256_file,
     timing_from_events,
 )
+from migrate.smoke.mode import LAZY_MODE_ENV, MODES
 from migrate.smoke.probe import EVENTS_ENV, TARGETS_ENV
 from migrate.smoke.training import PROBE_MODULE as TRAINING_PROBE
 from migrate.smoke.training import failure as training_failure
@@ -89,6 +90,7 @@ class SmokeRequest:
     key: str = ""
     python: str = sys.executable
     max_steps: int | None = None  # training: --max-steps, else the recipe's
+    mode: str | None = None  # "lazy" | "eager": PT_HPU_LAZY_MODE for the child; None: unset
 
 
 def build_argv(req: SmokeRequest) -> list[str]:
@@ -145,6 +147,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
             EVENTS_ENV: str(events_path),
             TARGETS_ENV: json.dumps(probe_targets),
             **({MAX_STEPS_ENV: str(max_steps)} if training and max_steps else {}),
+            **({LAZY_MODE_ENV: MODES[req.mode]} if req.mode else {}),
         },
     )
     # The upstream's packages (ldm, ...) import from the workspace, as after `pip install -e .`
@@ -174,7 +177,7 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
     events = read_events(events_path)  # the complete file, tail included
     samples = _artifacts(stage_dir, out_dir.glob(req.spec.samples))
     grids = _artifacts(stage_dir, out_dir.glob(req.spec.grid))
-    end = next((e for e in reversed(events) if e.get("event") == "end"), {})
+    end = _script_end(events)
     stderr_tail = _tail(stage_dir / "stderr.log")
     trained = training_from_events(events) if training else None
 
@@ -230,9 +233,21 @@ def run_smoke(req: SmokeRequest, on_event: EventHandler | None = None) -> StageM
         training=trained,
         started=started,
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        mode=req.mode,
+        compile=end.get("compile") if isinstance(end.get("compile"), dict) else None,
+        notes=[n for n in end.get("notes") or [] if isinstance(n, dict)],
     )
     metrics.write(stage_dir)
     return metrics
+
+
+def _script_end(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The script's own `end` event: child processes (Inductor's compile workers, data-loader
+    workers) boot the probe too, and may exit after the script."""
+    ends = [e for e in events if e.get("event") == "end"]
+    first = next((e.get("pid") for e in events if e.get("event") == "start"), None)
+    own = [e for e in ends if first is not None and e.get("pid") == first]
+    return (own or ends or [{}])[-1]
 
 
 def _load_average() -> float | None:
