@@ -30,7 +30,12 @@ STAGES = ["compat", "minimal", "hpu_graph", "randn_to_cpu", "compile"]
 # What each stage may touch: one concern per diff (added files marked +).
 TOUCHES = {
     "compat": {"ldm/models/diffusion/ddpm.py"},
-    "minimal": {"+ldm/hpu.py", "scripts/txt2img.py"},
+    "minimal": {
+        "+ldm/hpu.py",
+        "ldm/models/diffusion/ddim.py",
+        "ldm/models/diffusion/plms.py",
+        "scripts/txt2img.py",
+    },
     "hpu_graph": {"ldm/hpu.py", "ldm/models/diffusion/ddim.py"},
     "randn_to_cpu": {
         "ldm/models/diffusion/ddim.py",

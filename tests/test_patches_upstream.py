@@ -201,7 +201,7 @@ def sim_records(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def test_txt2img_on_hpu_sim_turns_migration_on_marks_each_batch_and_replays_graphs(
+def test_txt2img_on_hpu_sim_turns_migration_on_marks_each_step_and_replays_graphs(
     trees: Trees, model: PreparedModel, tmp_path: Path
 ) -> None:
     log = tmp_path / "hpu-sim-calls.jsonl"
@@ -217,10 +217,12 @@ def test_txt2img_on_hpu_sim_turns_migration_on_marks_each_batch_and_replays_grap
     # step (after a mark_step) and replayed on every later step of both batches.
     assert calls.count("graph.capture_begin") == 1 == calls.count("graph.capture_end")
     cut = [c for c in calls if c in ("graph.replay", "mark_step", "graph.capture_begin")]
+    # A mark_step after every step (minimal's, in the loop, never inside the capture), and one
+    # after each batch (the decoder's ops).
     assert cut == [
-        *["mark_step", "graph.capture_begin"],
-        *(["graph.replay"] * 3 + ["mark_step"]),  # --ddim_steps 4; mark_step after the batch
-        *(["graph.replay"] * 4 + ["mark_step"]),  # --n_iter 2
+        *["mark_step", "graph.capture_begin", "mark_step"],
+        *(["graph.replay", "mark_step"] * 3 + ["mark_step"]),  # --ddim_steps 4, then the batch
+        *(["graph.replay", "mark_step"] * 4 + ["mark_step"]),  # --n_iter 2
     ]
     # hpu-sim replays the captured ops on the captured tensors on the CPU: if the graph read
     # anything but the static inputs each step copies in, the samples would differ.
@@ -275,6 +277,16 @@ if mode == "graphs":
                        unconditional_guidance_scale=scale, unconditional_conditioning=uc)
     out["calls"] = [r["call"] for r in calls]
     out["graphed"] = type(sampler.apply_model).__name__
+elif mode == "marks":
+    # Lazy-mode graph cuts per sampler: the mark_steps of two CFG batches of 4 steps each.
+    from habana_frameworks import calls
+    for name, cls in (("ddim", DDIMSampler), ("plms", PLMSSampler)):
+        del calls[:]
+        sampler = cls(model)
+        for batch in range(2):
+            sampler.sample(S=4, batch_size=2, shape=shape, conditioning=c, verbose=False,
+                           unconditional_guidance_scale=5.0, unconditional_conditioning=uc)
+        out[name] = [r["call"] for r in calls]
 elif mode == "noise":
     # Every draw the samplers make over three batches: where it was drawn, and its bytes when
     # drawn on the CPU (the "meta" device stands for CUDA or an HPU: it has shapes, no data).
@@ -325,6 +337,23 @@ def test_ddim_graphs_the_plain_and_the_cfg_denoiser_call(trees: Trees) -> None:
     first_plain_capture = [i for i, c in enumerate(calls) if c == "graph.capture_begin"][1]
     assert calls[:first_plain_capture].count("graph.replay") == 2 * 4 - 1  # CFG graph reused
     assert calls[first_plain_capture - 1] == "mark_step"  # pending ops cut before each capture
+
+
+@pytest.mark.parametrize("stage", ["minimal", "randn_to_cpu"])
+def test_both_samplers_cut_the_lazy_graph_after_every_step(trees: Trees, stage: str) -> None:
+    """minimal's mark_step in the DDIM and PLMS loops: one per denoising step on hpu-sim, and
+    still there after the later stages (the PLMS denoiser is not graphed, DDIM's is)."""
+    out = drive_samplers(trees[stage], "marks", "cpu", hpu_sim=True)
+    cuts = {"mark_step", "graph.capture_begin", "graph.replay"}
+    assert [c for c in out["plms"] if c in cuts] == ["mark_step"] * (2 * 4)
+    ddim = [c for c in out["ddim"] if c in cuts]
+    if stage == "minimal":
+        assert ddim == ["mark_step"] * (2 * 4)
+    else:  # the capture's own mark_step before it, none inside it
+        assert ddim == ["mark_step", "graph.capture_begin", "mark_step"] + [
+            "graph.replay",
+            "mark_step",
+        ] * (2 * 4 - 1)
 
 
 def test_ddim_without_habana_calls_the_model_itself(trees: Trees) -> None:

@@ -46,10 +46,25 @@ try:
 except ImportError:
     wrap_in_hpu_graph = None
 
+
+def graphed(model):
+    """The denoiser replayed through one HPU graph where available, else the model itself.
+
+    wrap_in_hpu_graph keeps the first call'"'"'s tensors as the graph'"'"'s static inputs, copies a
+    later call'"'"'s inputs into them and returns its static output. The plain and the guided call
+    share one graph (same shapes): each would overwrite the other'"'"'s result and the caller'"'"'s
+    cond, so every call hands the graph copies and returns a copy.
+    """
+    if wrap_in_hpu_graph is None:
+        return model
+    graph = wrap_in_hpu_graph(model)
+    copy = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return lambda *args: graph(*map(copy, args)).clone()
+
 '
 edit toy/sampler.py '        self.model = model
 ' '        self.model = model
-        self.denoise = wrap_in_hpu_graph(model) if wrap_in_hpu_graph is not None else model
+        self.denoise = graphed(model)
 '
 edit toy/sampler.py 'eps = self.model(x, t, cond)' 'eps = self.denoise(x, t, cond)'
 edit toy/sampler.py 'eps_uncond = self.model(x, t,' 'eps_uncond = self.denoise(x, t,'
