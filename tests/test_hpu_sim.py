@@ -386,3 +386,46 @@ def test_what_turns_gpu_migration_on_depends_on_the_release(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == str(migrated)
+
+
+COMPILE_CHILD = """
+import habana_frameworks.torch.gpu_migration  # GPU Migration on: torch.hpu exists from here
+import torch
+
+
+class Scale:  # a user class built inside the compiled code: Dynamo checks its in-graph classes
+    def __init__(self, k):
+        self.k = k
+
+
+def f(x):
+    return x * Scale(2.0).k + 1
+
+
+compiled = torch.compile(f, backend="eager")
+x = torch.ones(3, device="cuda")
+print(compiled(x).sum().item(), torch.hpu.Event is not None)
+"""
+
+
+def test_torch_compile_runs_in_eager_mode(tmp_path: Path) -> None:
+    """Dynamo reads `torch.hpu.Stream` and `torch.hpu.Event` once torch.hpu exists (the real
+    bridge has both); without `Event` every compiled call failed (`compile` stage, eager)."""
+    (tmp_path / "prog.py").write_text(COMPILE_CHILD)
+    env = dict(os.environ, PT_HPU_LAZY_MODE="0")
+    env["PYTHONPATH"] = os.pathsep.join([hpusim.STAND_IN, str(ROOT)])
+    done = subprocess.run(
+        [sys.executable, "prog.py"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["9.0", "True"]
+
+
+def test_events_time_on_the_cpu(hpu_sim: ModuleType) -> None:
+    hpu = importlib.import_module("habana_frameworks.torch.hpu")
+    start, end = hpu.Event(enable_timing=True), hpu.Event(enable_timing=True)
+    start.record()
+    end.record()
+    assert start.query() and start.elapsed_time(end) >= 0.0
+    with pytest.raises(RuntimeError, match="enable_timing"):
+        hpu.Event().elapsed_time(end)

@@ -2,7 +2,7 @@
 
 Device queries answer as one idle Gaudi would (none with MIGRATE_HPU_SIM_DEVICES=0). HPU graphs
 (`HPUGraph`, `wrap_in_hpu_graph`) are exported only in lazy mode, as by the real package.
-`synchronize()` takes no argument, as the real one.
+`synchronize()` takes no argument, as the real one. `Event` and `Stream` exist in both modes.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 
 from habana_frameworks import record
+from habana_frameworks.torch.hpu.events import Event
 from habana_frameworks.torch.hpu.graphs import Stream, default_stream, stream
 
 from migrate.shim import hpusim
 
 __all__ = [
+    "Event",
     "Stream",
     "current_device",
     "default_stream",
