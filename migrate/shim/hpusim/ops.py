@@ -161,6 +161,15 @@ def _dropout_draws(args: tuple, kwargs: dict[str, Any]) -> bool:
     return bool(training) and float(p) > 0
 
 
+def _never() -> bool:
+    return False
+
+
+# While Dynamo traces, this mode's bookkeeping (frames, listeners, tensor flags) would be a graph
+# break at every op: it steps aside (torch.compiler.is_compiling, torch >= 2.3; older: never).
+_compiling: Callable[[], bool] = getattr(getattr(torch, "compiler", None), "is_compiling", _never)
+
+
 class DeviceOps(TorchFunctionMode):
     """Marks device tensors (when simulating), reports host syncs and random draws."""
 
@@ -170,6 +179,8 @@ class DeviceOps(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
         kwargs = kwargs or {}
+        if _compiling():  # Dynamo tracing: the compiled graph's ops are seen when it runs
+            return func(*args, **kwargs)
         if getattr(func, "__self__", None) is _DEVICE_GETTER:  # `tensor.device`
             value = func(*args)
             return SIM_DEVICE if self.simulate and on_device(args[0]) else value
