@@ -50,6 +50,11 @@ class LazyCounter:
         self.rng = {"cpu": 0, "device": 0}
         self._mode: Any = None
         self._metrics_start: dict[str, Any] = {}
+        self.per: int | None = None  # a training smoke's optimizer steps: what "steps" counts
+
+    def count_per(self, steps: int) -> None:
+        """Report per `steps` (a training smoke's optimizer steps), not denoising steps."""
+        self.per = steps
 
     # -- events ------------------------------------------------------------------------
     def on_event(self, kind: str, **fields: Any) -> None:
@@ -143,7 +148,7 @@ class LazyCounter:
         ]
         data: dict[str, Any] = {
             "source": self.attached,
-            "steps": steps,
+            "steps": self.per if self.per is not None else steps,
             "mark_steps": self.mark_steps if self.attached in ("hpu-sim", "hpu") else None,
             "host_syncs": self.host_syncs if self.ops_counted else None,
             "sync_sites": sites[:TOP_SITES] if self.ops_counted else [],

@@ -35,9 +35,11 @@ import atexit
 import functools
 import os
 import sys
+import threading
 import time
 
 from migrate.importhook import when_imported
+from migrate.smoke.lazy import COUNTER as LAZY
 from migrate.smoke.probe import EVENTS_ENV, STEP_TIMING_ENV, _device_kind, _Recorder
 
 MAX_STEPS_ENV = "MIGRATE_TRAINING_MAX_STEPS"
@@ -73,10 +75,21 @@ class TrainingProbe:
         original = torch.Tensor.backward
         probe = self
 
+        inside = threading.local()
+
         @functools.wraps(original)
         def backward(tensor, *args, **kwargs):
+            # Under a TorchFunctionMode (hpu-sim's device tracking, or the script's own), the
+            # original dispatches back through `torch.Tensor.backward`, i.e. this wrapper: one
+            # backward() must count once.
+            if getattr(inside, "active", False):
+                return original(tensor, *args, **kwargs)
             probe._saw_backward(tensor)
-            return original(tensor, *args, **kwargs)
+            inside.active = True
+            try:
+                return original(tensor, *args, **kwargs)
+            finally:
+                inside.active = False
 
         torch.Tensor.backward = backward
         # torch.optim.optimizer is loaded by `import torch` but not always an attribute of
@@ -100,6 +113,8 @@ class TrainingProbe:
             self.stopped = True
             self.recorder.emit("train_stop", step=self.backward_calls, max_steps=self.max_steps)
             raise SystemExit(0)
+        if self.backward_calls == 0:
+            LAZY.start()  # lazy-mode counts (hpu-sim, Gaudi) from the first backward() on
         self.backward_calls += 1
         now = time.perf_counter()
         if self._first_backward is None and self.steps == 0:
@@ -147,7 +162,10 @@ class TrainingProbe:
         return values
 
     def finish(self):
+        LAZY.stop()  # before reading the losses back: those reads are ours, not the script's
         by_backward = self.steps == 0 and self.backward_calls > 0
+        if self.backward_calls:
+            LAZY.count_per(self.steps or self.backward_calls)
         if by_backward:  # no optimizer: each backward() was a (hand-written) step
             self._losses = self._backward_losses
         self.recorder.emit(
