@@ -40,10 +40,15 @@ def test_run_on_hpu_sim_shows_what_each_stage_changes(real_upstream: Path, tmp_p
     assert lazy["hpu_graph"]["graph_captures"] >= 1 and lazy["hpu_graph"]["graph_replays"] > 0
     assert lazy["randn_to_cpu"]["rng_draws"]["device"] == 0
     # HPU graphs (copies in, a copy out) and CPU-drawn noise change no sample byte on hpu-sim
-    assert [s["identical_to_previous"] for s in report["stages"]] == [None, True, True, True]
+    # (compile, in lazy mode: the HPU-graph call, as on a Gaudi; torch.compile is eager mode's)
+    assert [s["identical_to_previous"] for s in report["stages"]] == [None] + [True] * (
+        len(report["stages"]) - 1
+    )
     assert lazy["randn_to_cpu"]["rng_draws"]["cpu"] == lazy["minimal"]["rng_draws"]["device"]
+    # the workspace ends at the last stage: its ddim.py is the one the last stage's sites name
     ddim = (ws / "ldm" / "models" / "diffusion" / "ddim.py").read_text().splitlines()
-    sites = {s["site"]: s["count"] for s in lazy["randn_to_cpu"]["sync_sites"]}
+    last = report["stages"][-1]["name"]
+    sites = {s["site"]: s["count"] for s in lazy[last]["sync_sites"]}
     for code in DDIM_SITES:
         line = next(i for i, text in enumerate(ddim, 1) if text.strip().startswith(code))
         assert sites.get(f"ldm/models/diffusion/ddim.py:{line}") == steps, code
