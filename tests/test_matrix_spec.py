@@ -384,3 +384,28 @@ def test_a_too_noisy_verdict_reads_as_compare_writes_it() -> None:
     assert report.verdict_text(noisy) == "? inconclusive (too noisy)"
     same = {"verdict": "same", "ratio": 1.02, "ci_low": 0.9, "ci_high": 1.1}
     assert report.verdict_text(same) == "≈ same 1.02x [0.90–1.10]"
+
+
+def test_matrix_outputs_follow_links_and_never_replace_them(tmp_path: Path) -> None:
+    """The matrix files go through migrate.outfile, as every other named output: a symlinked
+    matrix.md is written through (the link kept), and matrix.json is written atomically."""
+    import json
+    import os
+
+    from migrate.matrix.runner import _write_json
+
+    out, elsewhere = tmp_path / "m", tmp_path / "kept.md"
+    out.mkdir()
+    elsewhere.write_text("old\n")
+    os.symlink(elsewhere, out / "matrix.md")
+    doc = {"matrix": "m.toml", "cells": [], "excluded": []}
+    report.write_reports(out, doc)
+    assert (out / "matrix.md").is_symlink()
+    assert elsewhere.read_text() == report.render_markdown(doc)
+    kept_json = tmp_path / "kept.json"
+    kept_json.write_text("{}\n")
+    os.symlink(kept_json, out / "matrix.json")
+    _write_json(out / "matrix.json", {"cells": []})
+    assert (out / "matrix.json").is_symlink()  # was replaced by a regular file
+    assert json.loads(kept_json.read_text()) == {"cells": []}
+    assert sorted(p.name for p in out.iterdir()) == ["matrix.html", "matrix.json", "matrix.md"]

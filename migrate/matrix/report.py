@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from migrate.outfile import write_text
 from migrate.render import h, html_page, html_table, md_cell, md_table
 from migrate.stats import MARK
 from migrate.stats import verdict_text as _verdict_cell
@@ -192,6 +193,6 @@ def to_json(doc: dict[str, Any]) -> dict[str, Any]:
 def write_reports(out: Path, doc: dict[str, Any]) -> dict[str, Path]:
     """matrix.md and matrix.html beside matrix.json."""
     files = {"md": out / "matrix.md", "html": out / "matrix.html"}
-    files["md"].write_text(render_markdown(doc))
-    files["html"].write_text(render_html(doc))
+    write_text(files["md"], render_markdown(doc))  # the one writer of named outputs
+    write_text(files["html"], render_html(doc))
     return files

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from migrate.errors import BadInput, MigrateError
 from migrate.matrix.cell import OK, REPORT, CellOutcome, CellTask, can_resume
 from migrate.matrix.spec import Cell, Matrix
+from migrate.outfile import write_text
 
 MATRIX_FILE = "matrix.json"
 SCHEMA = 1
@@ -246,10 +247,9 @@ def _document(
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write then rename: a matrix killed while writing keeps the previous matrix.json."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Through `outfile` (write then rename for a regular file): a matrix killed while writing
+    keeps the previous matrix.json, and a link, device or FIFO there is never replaced."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def stage_summaries(run_dir: Path) -> list[dict[str, Any]]:
